@@ -1,0 +1,97 @@
+"""CouchDB's ini files, rendered from the cluster's settings. Pure functions.
+
+Two files: a public one (ConfigMap) and one holding the admin hash, the server uuid and
+the cookie-auth secret (Secret). Both are mounted into `local.d`, read last by CouchDB,
+so they win over the image's defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# CouchDB 3.5's own default PRF and iteration count for pbkdf2 admin hashes.
+PBKDF2_PRF = "sha256"
+PBKDF2_ITERATIONS = 50_000
+
+HTTP_PORT = 5984
+EPMD_PORT = 4369
+DIST_PORT = 9100
+METRICS_PORT = 17986
+
+
+@dataclass(frozen=True)
+class ClusterIni:
+    node_names: Sequence[str]
+    shards: int
+    shard_copies: int
+    max_document_size_bytes: int
+
+
+def node_names(statefulset: str, headless_service: str, namespace: str, replicas: int) -> list[str]:
+    """Erlang node names of the StatefulSet's pods, as each pod names itself."""
+    return [
+        f"couchdb@{statefulset}-{ordinal}.{headless_service}.{namespace}.svc.cluster.local"
+        for ordinal in range(replicas)
+    ]
+
+
+def render_cluster_ini(ini: ClusterIni) -> str:
+    seedlist = ",".join(ini.node_names)
+    return f"""\
+; Rendered by the onboarding platform program. Changes are made in the stack config.
+[couchdb]
+single_node = false
+max_document_size = {ini.max_document_size_bytes}
+; a database created without an explicit _security is readable by admins only
+default_security = admin_only
+
+[cluster]
+q = {ini.shards}
+n = {ini.shard_copies}
+; with a seedlist, /_up answers 404 until this node has synced the system databases,
+; which makes it the readiness probe
+seedlist = {seedlist}
+
+[chttpd]
+bind_address = any
+port = {HTTP_PORT}
+require_valid_user = false
+require_valid_user_except_for_up = true
+max_http_request_size = {max(4 * ini.max_document_size_bytes, 64 * 2**20)}
+
+[prometheus]
+additional_port = true
+bind_address = 0.0.0.0
+port = {METRICS_PORT}
+
+[log]
+writer = stderr
+level = info
+"""
+
+
+def admin_password_hash(password: str, salt: str, iterations: int = PBKDF2_ITERATIONS) -> str:
+    """The `[admins]` entry CouchDB itself would write, computed once for every pod.
+
+    Letting each pod hash a plain password (what the official image does) gives every
+    pod a different salt, and sessions signed by one pod fail on the next.
+    """
+    derived = hashlib.pbkdf2_hmac(PBKDF2_PRF, password.encode(), salt.encode(), iterations)
+    return f"-pbkdf2:{PBKDF2_PRF}-{derived.hex()},{salt},{iterations}"
+
+
+def render_secret_ini(
+    admin_username: str, admin_hash: str, server_uuid: str, auth_secret: str
+) -> str:
+    return f"""\
+[admins]
+{admin_username} = {admin_hash}
+
+[couchdb]
+uuid = {server_uuid}
+
+[chttpd_auth]
+secret = {auth_secret}
+"""

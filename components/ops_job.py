@@ -1,0 +1,166 @@
+"""The pod every operations job runs: the `couchops` tool, its settings and credentials.
+
+The setup Job, the backup and the purge CronJobs differ only by their subcommand and a
+few settings; this is the one place that knows how the tool is configured in a pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_kubernetes.batch.v1 import CronJob, CronJobSpecArgs, JobSpecArgs, JobTemplateSpecArgs
+from pulumi_kubernetes.core.v1 import (
+    ContainerArgs,
+    EmptyDirVolumeSourceArgs,
+    EnvVarArgs,
+    PodSpecArgs,
+    PodTemplateSpecArgs,
+    SecretVolumeSourceArgs,
+    VolumeArgs,
+    VolumeMountArgs,
+)
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
+
+from components.labels import PUSHES_METRICS_LABEL, standard_labels
+from components.workload import ContainerResources, RunAs, Scheduling, restricted_container
+
+OPS_NAME = "couchops"
+OPS_RUN_AS = RunAs(user=10001, group=10001)
+CREDENTIALS_DIR = "/var/run/secrets/couchdb"
+
+
+@dataclass(frozen=True)
+class OpsJobTemplate:
+    """How to run `couchops` against this environment's CouchDB."""
+
+    environment: str
+    image: str
+    resources: ContainerResources
+    couchdb_url: pulumi.Input[str]
+    admin_secret_name: pulumi.Input[str]
+    client_labels: Mapping[str, str]
+    scheduling: Scheduling
+    pushgateway_url: str
+
+    def labels(self, operation: str) -> dict[str, str]:
+        return {
+            **standard_labels(OPS_NAME, self.environment, operation, self.image),
+            **self.client_labels,
+            PUSHES_METRICS_LABEL: "true",
+        }
+
+    def pod_template(
+        self,
+        operation: str,
+        args: Sequence[str],
+        env: Mapping[str, pulumi.Input[str]] | None = None,
+        volumes: Sequence[VolumeArgs] = (),
+        mounts: Sequence[VolumeMountArgs] = (),
+    ) -> PodTemplateSpecArgs:
+        settings: dict[str, pulumi.Input[str]] = {
+            "COUCHDB_URL": self.couchdb_url,
+            "COUCHDB_ADMIN_USER_FILE": f"{CREDENTIALS_DIR}/adminUsername",
+            "COUCHDB_ADMIN_PASSWORD_FILE": f"{CREDENTIALS_DIR}/adminPassword",
+            "ENVIRONMENT": self.environment,
+            "PUSHGATEWAY_URL": self.pushgateway_url,
+            **(env or {}),
+        }
+        return PodTemplateSpecArgs(
+            metadata=ObjectMetaArgs(labels=self.labels(operation)),
+            spec=PodSpecArgs(
+                restart_policy="Never",
+                automount_service_account_token=False,
+                security_context=OPS_RUN_AS.pod_security(),
+                node_selector=self.scheduling.node_selector,
+                tolerations=self.scheduling.tolerations,
+                affinity={"nodeAffinity": self.scheduling.node_affinity},
+                priority_class_name=self.scheduling.priority_class_name,
+                containers=[
+                    ContainerArgs(
+                        name=OPS_NAME,
+                        image=self.image,
+                        args=list(args),
+                        env=[EnvVarArgs(name=k, value=v) for k, v in sorted(settings.items())],
+                        resources=self.resources.to_args(),
+                        security_context=restricted_container(),
+                        volume_mounts=[
+                            VolumeMountArgs(
+                                name="couchdb-admin", mount_path=CREDENTIALS_DIR, read_only=True
+                            ),
+                            VolumeMountArgs(name="tmp", mount_path="/tmp"),
+                            *mounts,
+                        ],
+                    )
+                ],
+                volumes=[
+                    VolumeArgs(
+                        name="couchdb-admin",
+                        secret=SecretVolumeSourceArgs(
+                            secret_name=self.admin_secret_name,
+                            default_mode=0o440,
+                            items=[
+                                {"key": "adminUsername", "path": "adminUsername"},
+                                {"key": "adminPassword", "path": "adminPassword"},
+                            ],
+                        ),
+                    ),
+                    VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs()),
+                    *volumes,
+                ],
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a recurring operation runs and how long it may take."""
+
+    cron: str
+    # A run that has not finished by then is killed and counts as failed.
+    deadline_seconds: int
+    # A run missed by more than this (controller down, node drained) is skipped, not
+    # started late on top of the next one.
+    starting_deadline_seconds: int = 3600
+    time_zone: str = "Europe/Paris"
+
+
+def ops_cron_job(
+    resource_name: str,
+    parent: pulumi.Resource,
+    template: OpsJobTemplate,
+    namespace: pulumi.Input[str],
+    operation: str,
+    schedule: Schedule,
+    args: Sequence[str],
+    env: Mapping[str, pulumi.Input[str]] | None = None,
+    volumes: Sequence[VolumeArgs] = (),
+    mounts: Sequence[VolumeMountArgs] = (),
+) -> CronJob:
+    """A CronJob running one `couchops` subcommand: never two runs at once, bounded runtime."""
+    return CronJob(
+        resource_name,
+        metadata=ObjectMetaArgs(
+            name=f"{OPS_NAME}-{operation}",
+            namespace=namespace,
+            labels=template.labels(operation),
+        ),
+        spec=CronJobSpecArgs(
+            schedule=schedule.cron,
+            time_zone=schedule.time_zone,
+            concurrency_policy="Forbid",
+            starting_deadline_seconds=schedule.starting_deadline_seconds,
+            successful_jobs_history_limit=3,
+            failed_jobs_history_limit=5,
+            job_template=JobTemplateSpecArgs(
+                metadata=ObjectMetaArgs(labels=template.labels(operation)),
+                spec=JobSpecArgs(
+                    backoff_limit=2,
+                    active_deadline_seconds=schedule.deadline_seconds,
+                    template=template.pod_template(operation, args, env, volumes, mounts),
+                ),
+            ),
+        ),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

@@ -1,0 +1,281 @@
+"""The agency's onboarding web site: Deployment, Service, autoscaler, disruption budget."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_kubernetes.apps.v1 import (
+    Deployment,
+    DeploymentSpecArgs,
+    DeploymentStrategyArgs,
+    RollingUpdateDeploymentArgs,
+)
+from pulumi_kubernetes.autoscaling.v2 import (
+    HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehaviorArgs,
+    HorizontalPodAutoscalerSpecArgs,
+    HPAScalingPolicyArgs,
+    HPAScalingRulesArgs,
+    MetricSpecArgs,
+    MetricTargetArgs,
+    ResourceMetricSourceArgs,
+    CrossVersionObjectReferenceArgs,
+)
+from pulumi_kubernetes.core.v1 import (
+    ContainerArgs,
+    ContainerPortArgs,
+    EmptyDirVolumeSourceArgs,
+    EnvVarArgs,
+    EnvVarSourceArgs,
+    HTTPGetActionArgs,
+    PodSpecArgs,
+    PodTemplateSpecArgs,
+    ProbeArgs,
+    SecretKeySelectorArgs,
+    Service,
+    ServicePortArgs,
+    ServiceSpecArgs,
+    VolumeArgs,
+    VolumeMountArgs,
+)
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import (
+    NetworkPolicy,
+    NetworkPolicyIngressRuleArgs,
+    NetworkPolicyPeerArgs,
+    NetworkPolicyPortArgs,
+    NetworkPolicySpecArgs,
+)
+from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
+
+from components.labels import standard_labels
+from components.node_pool import HOSTNAME_LABEL
+from components.workload import ContainerResources, RunAs, Scheduling, restricted_container
+
+NAME = "webapp"
+SERVICE_PORT = 80
+WEBAPP_RUN_AS = RunAs(user=10001, group=10001)
+
+
+@dataclass(frozen=True)
+class CouchDBAccess:
+    """What the site needs to reach the database, all taken from CouchDBCluster outputs."""
+
+    url: pulumi.Input[str]
+    database: str
+    credentials_secret: pulumi.Input[str]
+    client_labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class WebAppArgs:
+    environment: str
+    namespace: pulumi.Input[str]
+    image: str
+    port: int
+    health_path: str
+    min_replicas: int
+    max_replicas: int
+    target_cpu_utilization: int
+    resources: ContainerResources
+    scheduling: Scheduling
+    couchdb: CouchDBAccess
+    # Namespaces whose pods may open the site's port: the ingress controller's, and the
+    # monitoring one for the scrape.
+    ingress_namespace: str
+    metrics_namespace: str
+
+
+class WebApp(pulumi.ComponentResource):
+    """The onboarding site, scaled on CPU between min and max replicas."""
+
+    deployment: Deployment
+    service: Service
+    service_name: pulumi.Output[str]
+    service_port: int
+    selector_labels: pulumi.Output[dict[str, str]]
+
+    def __init__(
+        self, name: str, args: WebAppArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("onboarding:platform:WebApp", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = standard_labels(NAME, args.environment, "frontend", args.image)
+        selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+
+        def credential(key: str) -> EnvVarSourceArgs:
+            return EnvVarSourceArgs(
+                secret_key_ref=SecretKeySelectorArgs(name=args.couchdb.credentials_secret, key=key)
+            )
+
+        self.deployment = Deployment(
+            f"{name}-deployment",
+            metadata=ObjectMetaArgs(name=NAME, namespace=args.namespace, labels=labels),
+            spec=DeploymentSpecArgs(
+                # The autoscaler owns the count from here on; this is the starting point.
+                replicas=args.min_replicas,
+                revision_history_limit=5,
+                selector=LabelSelectorArgs(match_labels=selector),
+                strategy=DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    # Never below the current capacity during a rollout.
+                    rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge="25%"),
+                ),
+                template=PodTemplateSpecArgs(
+                    metadata=ObjectMetaArgs(labels={**labels, **args.couchdb.client_labels}),
+                    spec=PodSpecArgs(
+                        automount_service_account_token=False,
+                        priority_class_name=args.scheduling.priority_class_name,
+                        node_selector=args.scheduling.node_selector,
+                        tolerations=args.scheduling.tolerations,
+                        security_context=WEBAPP_RUN_AS.pod_security(),
+                        affinity={"nodeAffinity": args.scheduling.node_affinity},
+                        # Spread, but never refuse a pod: a hard constraint would block the
+                        # autoscaler while one node is drained.
+                        topology_spread_constraints=[
+                            {
+                                "maxSkew": 1,
+                                "topologyKey": HOSTNAME_LABEL,
+                                "whenUnsatisfiable": "ScheduleAnyway",
+                                "labelSelector": {"matchLabels": selector},
+                            }
+                        ],
+                        containers=[
+                            ContainerArgs(
+                                name=NAME,
+                                image=args.image,
+                                ports=[ContainerPortArgs(name="http", container_port=args.port)],
+                                env=[
+                                    EnvVarArgs(name="PORT", value=str(args.port)),
+                                    EnvVarArgs(name="COUCHDB_URL", value=args.couchdb.url),
+                                    EnvVarArgs(
+                                        name="COUCHDB_DATABASE", value=args.couchdb.database
+                                    ),
+                                    EnvVarArgs(
+                                        name="COUCHDB_USER", value_from=credential("username")
+                                    ),
+                                    EnvVarArgs(
+                                        name="COUCHDB_PASSWORD", value_from=credential("password")
+                                    ),
+                                ],
+                                resources=args.resources.to_args(),
+                                security_context=restricted_container(),
+                                readiness_probe=ProbeArgs(
+                                    http_get=HTTPGetActionArgs(path=args.health_path, port="http"),
+                                    period_seconds=5,
+                                    failure_threshold=3,
+                                ),
+                                liveness_probe=ProbeArgs(
+                                    http_get=HTTPGetActionArgs(path=args.health_path, port="http"),
+                                    initial_delay_seconds=10,
+                                    period_seconds=15,
+                                    failure_threshold=4,
+                                ),
+                                volume_mounts=[VolumeMountArgs(name="tmp", mount_path="/tmp")],
+                            )
+                        ],
+                        volumes=[VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs())],
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+        self.selector_labels = self.deployment.spec.selector.match_labels
+
+        self.service = Service(
+            f"{name}-service",
+            metadata=ObjectMetaArgs(name=NAME, namespace=args.namespace, labels=labels),
+            spec=ServiceSpecArgs(
+                type="ClusterIP",
+                selector=self.selector_labels,
+                ports=[ServicePortArgs(name="http", port=SERVICE_PORT, target_port="http")],
+            ),
+            opts=child,
+        )
+        self.service_name = self.service.metadata.name
+        self.service_port = SERVICE_PORT
+
+        HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata=ObjectMetaArgs(name=NAME, namespace=args.namespace, labels=labels),
+            spec=HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1", kind="Deployment", name=self.deployment.metadata.name
+                ),
+                min_replicas=args.min_replicas,
+                max_replicas=args.max_replicas,
+                metrics=[
+                    MetricSpecArgs(
+                        type="Resource",
+                        resource=ResourceMetricSourceArgs(
+                            name="cpu",
+                            target=MetricTargetArgs(
+                                type="Utilization",
+                                average_utilization=args.target_cpu_utilization,
+                            ),
+                        ),
+                    )
+                ],
+                # Campaign launches arrive as bursts: scale up at once, down slowly.
+                behavior=HorizontalPodAutoscalerBehaviorArgs(
+                    scale_up=HPAScalingRulesArgs(
+                        stabilization_window_seconds=0,
+                        select_policy="Max",
+                        policies=[
+                            HPAScalingPolicyArgs(type="Percent", value=100, period_seconds=30),
+                            HPAScalingPolicyArgs(type="Pods", value=4, period_seconds=30),
+                        ],
+                    ),
+                    scale_down=HPAScalingRulesArgs(
+                        stabilization_window_seconds=600,
+                        policies=[
+                            HPAScalingPolicyArgs(type="Percent", value=25, period_seconds=120)
+                        ],
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+
+        PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=ObjectMetaArgs(name=NAME, namespace=args.namespace, labels=labels),
+            spec=PodDisruptionBudgetSpecArgs(
+                max_unavailable=1,
+                selector=LabelSelectorArgs(match_labels=self.selector_labels),
+                unhealthy_pod_eviction_policy="AlwaysAllow",
+            ),
+            opts=child,
+        )
+
+        def from_namespace(namespace: str) -> NetworkPolicyPeerArgs:
+            return NetworkPolicyPeerArgs(
+                namespace_selector=LabelSelectorArgs(
+                    match_labels={"kubernetes.io/metadata.name": namespace}
+                )
+            )
+
+        NetworkPolicy(
+            f"{name}-netpol",
+            metadata=ObjectMetaArgs(name=NAME, namespace=args.namespace, labels=labels),
+            spec=NetworkPolicySpecArgs(
+                pod_selector=LabelSelectorArgs(match_labels=self.selector_labels),
+                policy_types=["Ingress"],
+                ingress=[
+                    NetworkPolicyIngressRuleArgs(
+                        from_=[
+                            from_namespace(args.ingress_namespace),
+                            from_namespace(args.metrics_namespace),
+                        ],
+                        ports=[NetworkPolicyPortArgs(protocol="TCP", port=args.port)],
+                    )
+                ],
+            ),
+            opts=child,
+        )
+
+        self.register_outputs(
+            {"service_name": self.service_name, "selector_labels": self.selector_labels}
+        )

@@ -1,0 +1,70 @@
+"""Pod-level building blocks every workload shares: scheduling, security, resources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi_kubernetes.core.v1 import (
+    CapabilitiesArgs,
+    PodSecurityContextArgs,
+    ResourceRequirementsArgs,
+    SeccompProfileArgs,
+    SecurityContextArgs,
+)
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """Where an environment's pods may run: the NodePool's outputs, passed on unchanged."""
+
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, Any]]
+    node_affinity: dict[str, Any]
+    priority_class_name: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class ContainerResources:
+    cpu_request: str
+    memory_request: str
+    memory_limit: str
+    cpu_limit: str | None = None
+
+    def to_args(self) -> ResourceRequirementsArgs:
+        limits = {"memory": self.memory_limit}
+        if self.cpu_limit:
+            limits["cpu"] = self.cpu_limit
+        return ResourceRequirementsArgs(
+            requests={"cpu": self.cpu_request, "memory": self.memory_request}, limits=limits
+        )
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged identity a pod runs as (Pod Security Standard `restricted`)."""
+
+    user: int
+    group: int
+
+    def pod_security(self) -> PodSecurityContextArgs:
+        return PodSecurityContextArgs(
+            run_as_non_root=True,
+            run_as_user=self.user,
+            run_as_group=self.group,
+            fs_group=self.group,
+            fs_group_change_policy="OnRootMismatch",
+            seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
+        )
+
+
+def restricted_container(*, read_only_root: bool = True) -> SecurityContextArgs:
+    return SecurityContextArgs(
+        allow_privilege_escalation=False,
+        privileged=False,
+        read_only_root_filesystem=read_only_root,
+        run_as_non_root=True,
+        capabilities=CapabilitiesArgs(drop=["ALL"]),
+        seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
+    )

@@ -1,0 +1,409 @@
+"""Typed, validated settings of one environment.
+
+Pure data: nothing here imports Pulumi or touches the network, so every rule can be
+tested directly. `infra/config.py` is the only place that reads the stack config and
+hands the raw values to `Settings.model_validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal, Self
+
+from croniter import croniter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+# Data residency is contractual: customer data never leaves French data centres. The
+# allowed regions are therefore code, reviewed like code, not a stack setting that a
+# one-line config change could widen. Values are the `topology.kubernetes.io/region`
+# labels the hosting provider gives its French sites.
+FRENCH_REGIONS: frozenset[str] = frozenset(
+    {"fr-par", "fr-lyo", "fr-mrs", "fr-sbg", "fr-rbx", "fr-gra", "fr-lil", "fr-nte"}
+)
+
+# GDPR: nothing personal older than 30 days may remain readable anywhere, backups included.
+MAX_RETENTION_DAYS = 30
+
+# The contract gives the project exactly this many dedicated nodes.
+DEDICATED_NODE_COUNT = 5
+
+ENVIRONMENTS = ("prod", "preprod")
+Environment = Literal["prod", "preprod"]
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_FQDN = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
+_COUCHDB_DB_NAME = re.compile(r"^[a-z][a-z0-9_$()+/-]*$")
+_K8S_VERSION = re.compile(r"^1\.(\d+)\.(\d+)$")
+# repository[:port]/path:tag or ...@sha256:<64 hex>; the tag may not be `latest`.
+_IMAGE = re.compile(
+    r"^(?P<repo>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+
+_QUANTITY_FACTORS = {
+    None: 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+}
+
+
+def quantity_value(quantity: str) -> float:
+    """The numeric value of a Kubernetes quantity ("500m" -> 0.5, "1Gi" -> 1073741824)."""
+    match = _QUANTITY.match(quantity)
+    if match is None:
+        raise ValueError(
+            f"'{quantity}' is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 20Gi)"
+        )
+    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3)]
+
+
+def _check_quantity(value: str) -> str:
+    quantity_value(value)
+    return value
+
+
+def _check_image(value: str) -> str:
+    match = _IMAGE.match(value)
+    if match is None:
+        raise ValueError(
+            f"'{value}' is not an image reference (allowed: registry/name:tag or "
+            "registry/name@sha256:<digest>)"
+        )
+    tag, digest = match.group("tag"), match.group("digest")
+    if digest is None and tag is None:
+        raise ValueError(f"image '{value}' is not pinned (allowed: an explicit tag or a digest)")
+    if tag == "latest":
+        raise ValueError(f"image '{value}' uses the moving tag 'latest' (allowed: a fixed tag)")
+    return value
+
+
+def _check_dns_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError(f"'{value}' is not a DNS-1123 label (lower case, digits, '-')")
+    return value
+
+
+def _check_cron(value: str) -> str:
+    if not croniter.is_valid(value) or len(value.split()) != 5:
+        raise ValueError(f"'{value}' is not a 5-field cron expression (example: '15 2 * * *')")
+    return value
+
+
+Quantity = Annotated[str, AfterValidator(_check_quantity)]
+Image = Annotated[str, AfterValidator(_check_image)]
+DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
+Cron = Annotated[str, AfterValidator(_check_cron)]
+RetentionDays = Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS)]
+
+
+def longest_gap(schedule: str, *, horizon_days: int = 400) -> timedelta:
+    """The longest interval between two runs of a cron schedule over a horizon.
+
+    A year and more is sampled so that monthly or weekday-only schedules show their
+    real worst case, not the first gap.
+    """
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = start + timedelta(days=horizon_days)
+    runs = croniter(schedule, start)
+    previous = runs.get_next(datetime)
+    worst = timedelta(0)
+    while previous < end:
+        current = runs.get_next(datetime)
+        worst = max(worst, current - previous)
+        previous = current
+    return worst
+
+
+class RuleViolation(ValueError):
+    """A cross-field rule broken by one key; `key` is relative to the model that checks it."""
+
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        super().__init__(f"{reason}")
+        self.key = key
+        self.value = value
+
+
+class _Model(BaseModel):
+    """Stack files spell keys in camelCase; unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ResourceSettings(_Model):
+    """Requests and limits of one container. Memory is always limited; CPU is not, on
+    purpose: a CPU limit only adds throttling latency when the node has spare cycles."""
+
+    cpu_request: Quantity
+    memory_request: Quantity
+    memory_limit: Quantity
+    cpu_limit: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> Self:
+        if quantity_value(self.memory_limit) < quantity_value(self.memory_request):
+            raise RuleViolation(
+                "memoryLimit",
+                self.memory_limit,
+                f"is below memoryRequest {self.memory_request} (allowed: limit >= request)",
+            )
+        if self.cpu_limit is not None and quantity_value(self.cpu_limit) < quantity_value(
+            self.cpu_request
+        ):
+            raise RuleViolation(
+                "cpuLimit",
+                self.cpu_limit,
+                f"is below cpuRequest {self.cpu_request} (allowed: limit >= request)",
+            )
+        return self
+
+
+class NodeSettings(_Model):
+    name: Annotated[str, Field(pattern=_DNS_SUBDOMAIN.pattern)]
+    region: str
+    zone: DnsLabel
+
+    @field_validator("region")
+    @classmethod
+    def _french_region(cls, value: str) -> str:
+        if value not in FRENCH_REGIONS:
+            raise ValueError(
+                f"region '{value}' is outside France (allowed: {', '.join(sorted(FRENCH_REGIONS))})"
+            )
+        return value
+
+
+class NodePoolSettings(_Model):
+    """The dedicated nodes the hosting provider hands over.
+
+    Both environments run on the same nodes. Node labels and the taint are
+    cluster-scoped, shared state: exactly one stack (`managesNodes: true`) writes them,
+    the other only schedules onto them, so no two stacks ever own the same field.
+    """
+
+    nodes: Annotated[list[NodeSettings], Field(min_length=3, max_length=DEDICATED_NODE_COUNT)]
+    manages_nodes: bool = False
+
+    @field_validator("nodes")
+    @classmethod
+    def _distinct_names(cls, nodes: list[NodeSettings]) -> list[NodeSettings]:
+        names = [node.name for node in nodes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"node names repeat: {', '.join(duplicates)} (allowed: each once)")
+        return nodes
+
+
+class CouchDBSettings(_Model):
+    image: Image
+    replicas: Annotated[int, Field(ge=1, le=DEDICATED_NODE_COUNT)]
+    shards: Annotated[int, Field(ge=1, le=64)] = 2
+    shard_copies: Annotated[int, Field(ge=1, le=DEDICATED_NODE_COUNT)] = 3
+    database: Annotated[str, Field(pattern=_COUCHDB_DB_NAME.pattern, max_length=238)] = "onboarding"
+    storage_size: Quantity
+    storage_class: DnsLabel | None = None
+    resources: ResourceSettings
+    max_document_size_bytes: Annotated[int, Field(ge=1024, le=64 * 2**20)] = 8 * 2**20
+    # Each purge leaves an entry in `_purged_infos`; the limit must exceed what one
+    # purge run removes between two compactions, or indexes rebuild from scratch.
+    purged_infos_limit: Annotated[int, Field(ge=1000, le=10_000_000)] = 100_000
+
+    @model_validator(mode="after")
+    def _copies_fit_cluster(self) -> Self:
+        if self.shard_copies > self.replicas:
+            raise RuleViolation(
+                "shardCopies",
+                self.shard_copies,
+                f"exceeds replicas {self.replicas} "
+                "(allowed: shardCopies <= replicas, each copy needs its own node)",
+            )
+        return self
+
+
+class WebAppSettings(_Model):
+    image: Image
+    port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    health_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/_.-]*$")] = "/healthz"
+    min_replicas: Annotated[int, Field(ge=1, le=50)]
+    max_replicas: Annotated[int, Field(ge=1, le=100)]
+    target_cpu_utilization: Annotated[int, Field(ge=10, le=95)] = 65
+    resources: ResourceSettings
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> Self:
+        if self.max_replicas < self.min_replicas:
+            raise RuleViolation(
+                "maxReplicas",
+                self.max_replicas,
+                f"is below minReplicas {self.min_replicas} (allowed: maxReplicas >= minReplicas)",
+            )
+        return self
+
+
+class IngressSettings(_Model):
+    host: Annotated[str, Field(pattern=_FQDN.pattern, max_length=253)]
+    class_name: DnsLabel = "nginx"
+    cluster_issuer: DnsLabel
+    controller_namespace: DnsLabel = "ingress-nginx"
+    rate_limit_rps: Annotated[int, Field(ge=1, le=10_000)] = 20
+    max_body_size: Annotated[str, Field(pattern=r"^[0-9]+[kmKM]?$")] = "2m"
+
+
+class OpsSettings(_Model):
+    image: Image
+    resources: ResourceSettings
+
+
+class BackupSettings(_Model):
+    schedule: Cron = "15 1 * * *"
+    retention_days: RetentionDays = MAX_RETENTION_DAYS
+    storage_size: Quantity
+    storage_class: DnsLabel | None = None
+
+
+class PurgeSettings(_Model):
+    schedule: Cron = "30 2 * * *"
+    retention_days: RetentionDays = MAX_RETENTION_DAYS
+
+    @field_validator("schedule")
+    @classmethod
+    def _at_least_daily(cls, value: str) -> str:
+        gap = longest_gap(value)
+        if gap > timedelta(days=1):
+            raise ValueError(
+                f"schedule '{value}' leaves up to {gap} between purges "
+                "(allowed: at least one run every 24 hours)"
+            )
+        return value
+
+
+class MonitoringSettings(_Model):
+    namespace: DnsLabel = "monitoring"
+    # Label that the Prometheus Operator's selectors match on ServiceMonitor & co.
+    prometheus_release: DnsLabel = "kube-prometheus-stack"
+    pushgateway_url: Annotated[str, Field(pattern=r"^https?://[a-z0-9.-]+(:[0-9]+)?/?$")]
+    blackbox_prober_url: Annotated[str, Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?$")]
+    runbook_base_url: Annotated[str, Field(pattern=r"^https://\S+[^/]$")]
+    grafana_dashboard_label: str = "grafana_dashboard"
+
+
+class Settings(_Model):
+    environment: Environment
+    kubernetes_version: str
+    node_pool: NodePoolSettings
+    couchdb: CouchDBSettings
+    webapp: WebAppSettings
+    ingress: IngressSettings
+    ops: OpsSettings
+    backup: BackupSettings
+    purge: PurgeSettings
+    monitoring: MonitoringSettings
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _supported_kubernetes(cls, value: str) -> str:
+        match = _K8S_VERSION.match(value)
+        if match is None or not 30 <= int(match.group(1)) <= 35:
+            raise ValueError(
+                f"'{value}' is not a supported Kubernetes version (allowed: 1.30.0 to 1.35.x)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _environment_rules(self) -> Self:
+        nodes = len(self.node_pool.nodes)
+        if self.couchdb.replicas > nodes:
+            raise RuleViolation(
+                "couchdb.replicas",
+                self.couchdb.replicas,
+                f"exceeds the {nodes} nodes of nodePool.nodes "
+                "(allowed: at most one CouchDB pod per node)",
+            )
+        if self.environment == "prod":
+            if self.couchdb.replicas < 3:
+                raise RuleViolation(
+                    "couchdb.replicas",
+                    self.couchdb.replicas,
+                    "is too few for prod (allowed: at least 3, so one node loss keeps a quorum)",
+                )
+            if self.couchdb.shard_copies < 3:
+                raise RuleViolation(
+                    "couchdb.shardCopies",
+                    self.couchdb.shard_copies,
+                    "is too few for prod (allowed: at least 3 copies of every shard)",
+                )
+            if self.webapp.min_replicas < 2:
+                raise RuleViolation(
+                    "webapp.minReplicas",
+                    self.webapp.min_replicas,
+                    "is too few for prod (allowed: at least 2, so a drain never empties the site)",
+                )
+        return self
+
+    @property
+    def namespace(self) -> str:
+        return f"onboarding-{self.environment}"
+
+
+class SettingsError(ValueError):
+    """A stack setting is invalid; the message names the key, the value and what is allowed."""
+
+
+def _key_path(namespace: str, location: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for part in location:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            parts.append(("." if parts else "") + part)
+    return f"{namespace}:{''.join(parts)}" if parts else namespace
+
+
+def describe_errors(error: ValidationError, namespace: str) -> str:
+    lines = []
+    for item in error.errors():
+        location = tuple(item["loc"])
+        key = _key_path(namespace, location)
+        message = item["msg"].removeprefix("Value error, ")
+        violation = item.get("ctx", {}).get("error")
+        if isinstance(violation, RuleViolation):
+            rule_key = f"{key}.{violation.key}" if location else f"{namespace}:{violation.key}"
+            lines.append(f"{rule_key} = {violation.value!r}: {message}")
+        elif item["type"] == "missing":
+            lines.append(f"{key}: is required but not set")
+        elif item["type"] == "extra_forbidden":
+            lines.append(f"{key}: is not a known setting (check its spelling)")
+        elif isinstance(item["input"], dict):
+            lines.append(f"{key}: {message}")
+        else:
+            lines.append(f"{key} = {item['input']!r}: {message}")
+    return "invalid stack settings:\n  " + "\n  ".join(lines)
+
+
+def parse_settings(raw: dict[str, object], namespace: str = "onboarding") -> Settings:
+    """Validate the raw stack config; raise SettingsError naming every bad key."""
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error, namespace)) from None

@@ -1,0 +1,199 @@
+"""One environment of the platform, composed from its validated settings.
+
+prod and preprod are built by this same function; they differ only by their stack files.
+Each component consumes the previous ones' outputs, so no name, label or selector is
+spelled twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components.backups import Backups, BackupsArgs
+from components.couchdb_cluster import CouchDBCluster, CouchDBClusterArgs
+from components.gdpr_purge import GdprPurge, GdprPurgeArgs
+from components.ingress import Ingress, IngressArgs
+from components.namespace import EnvironmentNamespace, EnvironmentNamespaceArgs, Quota
+from components.node_pool import NodePool, NodePoolArgs, PoolNode
+from components.webapp import CouchDBAccess, WebApp, WebAppArgs
+from components.workload import ContainerResources, Scheduling
+from infra.settings import FRENCH_REGIONS, ResourceSettings, Settings, quantity_value
+
+# Operations jobs that may run at once: the setup Job, a backup and a purge.
+CONCURRENT_OPS_JOBS = 3
+# Room for rolling updates (surge pods) above the steady state.
+QUOTA_HEADROOM = 1.25
+
+
+@dataclass(frozen=True)
+class Environment:
+    namespace: EnvironmentNamespace
+    node_pool: NodePool
+    couchdb: CouchDBCluster
+    webapp: WebApp
+    ingress: Ingress
+    backups: Backups
+    purge: GdprPurge
+
+
+def container_resources(settings: ResourceSettings) -> ContainerResources:
+    return ContainerResources(
+        cpu_request=settings.cpu_request,
+        memory_request=settings.memory_request,
+        memory_limit=settings.memory_limit,
+        cpu_limit=settings.cpu_limit,
+    )
+
+
+def environment_quota(settings: Settings) -> Quota:
+    """What the environment may request: its workloads at full scale, plus surge room."""
+    workloads = [
+        (settings.couchdb.resources, settings.couchdb.replicas),
+        (settings.webapp.resources, settings.webapp.max_replicas),
+        (settings.ops.resources, CONCURRENT_OPS_JOBS),
+    ]
+
+    def total(field: str) -> float:
+        return QUOTA_HEADROOM * sum(
+            quantity_value(getattr(resources, field)) * count for resources, count in workloads
+        )
+
+    storage = quantity_value(settings.couchdb.storage_size) * settings.couchdb.replicas
+    storage += quantity_value(settings.backup.storage_size)
+    pods = settings.couchdb.replicas + settings.webapp.max_replicas + CONCURRENT_OPS_JOBS
+    return Quota(
+        cpu_requests=f"{int(total('cpu_request') * 1000)}m",
+        memory_requests=f"{int(total('memory_request') / 2**20)}Mi",
+        memory_limits=f"{int(total('memory_limit') / 2**20)}Mi",
+        storage_requests=f"{int(storage / 2**30) + 1}Gi",
+        pods=int(pods * QUOTA_HEADROOM) + 1,
+    )
+
+
+def build_environment(
+    settings: Settings, opts: pulumi.ResourceOptions | None = None
+) -> Environment:
+    """Every component of one environment; `opts` carries the Kubernetes provider."""
+    env = settings.environment
+    base = opts or pulumi.ResourceOptions()
+    namespace = EnvironmentNamespace(
+        f"{env}-namespace",
+        EnvironmentNamespaceArgs(
+            environment=env, name=settings.namespace, quota=environment_quota(settings)
+        ),
+        opts=base,
+    )
+    in_namespace = pulumi.ResourceOptions.merge(
+        base, pulumi.ResourceOptions(depends_on=[namespace])
+    )
+
+    pool = NodePool(
+        f"{env}-node-pool",
+        NodePoolArgs(
+            environment=env,
+            nodes=[PoolNode(n.name, n.region, n.zone) for n in settings.node_pool.nodes],
+            allowed_regions=FRENCH_REGIONS,
+            manages_nodes=settings.node_pool.manages_nodes,
+        ),
+        opts=base,
+    )
+    scheduling = Scheduling(
+        node_selector=pool.node_selector,
+        tolerations=pool.tolerations,
+        node_affinity=pool.node_affinity,
+        priority_class_name=pool.priority_class_name,
+    )
+
+    couchdb = CouchDBCluster(
+        f"{env}-couchdb",
+        CouchDBClusterArgs(
+            environment=env,
+            namespace=namespace.name,
+            namespace_name=settings.namespace,
+            image=settings.couchdb.image,
+            replicas=settings.couchdb.replicas,
+            shards=settings.couchdb.shards,
+            shard_copies=settings.couchdb.shard_copies,
+            database=settings.couchdb.database,
+            storage_size=settings.couchdb.storage_size,
+            storage_class=settings.couchdb.storage_class,
+            resources=container_resources(settings.couchdb.resources),
+            scheduling=scheduling,
+            ops_image=settings.ops.image,
+            ops_resources=container_resources(settings.ops.resources),
+            pushgateway_url=settings.monitoring.pushgateway_url,
+            metrics_namespace=settings.monitoring.namespace,
+            max_document_size_bytes=settings.couchdb.max_document_size_bytes,
+            purged_infos_limit=settings.couchdb.purged_infos_limit,
+        ),
+        opts=in_namespace,
+    )
+    webapp = WebApp(
+        f"{env}-webapp",
+        WebAppArgs(
+            environment=env,
+            namespace=namespace.name,
+            image=settings.webapp.image,
+            port=settings.webapp.port,
+            health_path=settings.webapp.health_path,
+            min_replicas=settings.webapp.min_replicas,
+            max_replicas=settings.webapp.max_replicas,
+            target_cpu_utilization=settings.webapp.target_cpu_utilization,
+            resources=container_resources(settings.webapp.resources),
+            scheduling=scheduling,
+            couchdb=CouchDBAccess(
+                url=couchdb.url,
+                database=settings.couchdb.database,
+                credentials_secret=couchdb.app_secret_name,
+                client_labels=couchdb.client_labels,
+            ),
+            ingress_namespace=settings.ingress.controller_namespace,
+            metrics_namespace=settings.monitoring.namespace,
+        ),
+        opts=in_namespace,
+    )
+
+    ingress = Ingress(
+        f"{env}-ingress",
+        IngressArgs(
+            environment=env,
+            namespace=namespace.name,
+            namespace_name=settings.namespace,
+            host=settings.ingress.host,
+            class_name=settings.ingress.class_name,
+            cluster_issuer=settings.ingress.cluster_issuer,
+            backend_service=webapp.service_name,
+            backend_port=webapp.service_port,
+            rate_limit_rps=settings.ingress.rate_limit_rps,
+            max_body_size=settings.ingress.max_body_size,
+        ),
+        opts=in_namespace,
+    )
+
+    backups = Backups(
+        f"{env}-backups",
+        BackupsArgs(
+            environment=env,
+            namespace=namespace.name,
+            ops=couchdb.ops,
+            schedule=settings.backup.schedule,
+            retention_days=settings.backup.retention_days,
+            storage_size=settings.backup.storage_size,
+            storage_class=settings.backup.storage_class,
+        ),
+        opts=in_namespace,
+    )
+    purge = GdprPurge(
+        f"{env}-gdpr-purge",
+        GdprPurgeArgs(
+            namespace=namespace.name,
+            ops=couchdb.ops,
+            database=settings.couchdb.database,
+            schedule=settings.purge.schedule,
+            retention_days=settings.purge.retention_days,
+        ),
+        opts=in_namespace,
+    )
+    return Environment(namespace, pool, couchdb, webapp, ingress, backups, purge)
