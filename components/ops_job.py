@@ -130,6 +130,7 @@ def ops_cron_job(
     resource_name: str,
     parent: pulumi.Resource,
     template: OpsJobTemplate,
+    *,
     namespace: pulumi.Input[str],
     operation: str,
     schedule: Schedule,

@@ -13,6 +13,7 @@ from pulumi_kubernetes.apps.v1 import (
     RollingUpdateDeploymentArgs,
 )
 from pulumi_kubernetes.autoscaling.v2 import (
+    CrossVersionObjectReferenceArgs,
     HorizontalPodAutoscaler,
     HorizontalPodAutoscalerBehaviorArgs,
     HorizontalPodAutoscalerSpecArgs,
@@ -21,7 +22,6 @@ from pulumi_kubernetes.autoscaling.v2 import (
     MetricSpecArgs,
     MetricTargetArgs,
     ResourceMetricSourceArgs,
-    CrossVersionObjectReferenceArgs,
 )
 from pulumi_kubernetes.core.v1 import (
     ContainerArgs,

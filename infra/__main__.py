@@ -6,11 +6,11 @@ from pathlib import Path
 # `main: infra/` runs this file as a script; the project's packages live one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pulumi  # noqa: E402
+import pulumi
 
-from infra.config import deploy_target, load_settings  # noqa: E402
-from stacks.environment import build_environment  # noqa: E402
-from stacks.provider import kubernetes_provider  # noqa: E402
+from infra.config import deploy_target, load_settings
+from stacks.environment import build_environment
+from stacks.provider import kubernetes_provider
 
 settings = load_settings()
 stack = pulumi.get_stack()

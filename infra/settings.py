@@ -229,17 +229,6 @@ class CouchDBSettings(_Model):
     # purge run removes between two compactions, or indexes rebuild from scratch.
     purged_infos_limit: Annotated[int, Field(ge=1000, le=10_000_000)] = 100_000
 
-    @model_validator(mode="after")
-    def _copies_fit_cluster(self) -> Self:
-        if self.shard_copies > self.replicas:
-            raise RuleViolation(
-                "shardCopies",
-                self.shard_copies,
-                f"exceeds replicas {self.replicas} "
-                "(allowed: shardCopies <= replicas, each copy needs its own node)",
-            )
-        return self
-
 
 class WebAppSettings(_Model):
     image: Image
@@ -359,6 +348,13 @@ class Settings(_Model):
                     self.webapp.min_replicas,
                     "is too few for prod (allowed: at least 2, so a drain never empties the site)",
                 )
+        if self.couchdb.shard_copies > self.couchdb.replicas:
+            raise RuleViolation(
+                "couchdb.shardCopies",
+                self.couchdb.shard_copies,
+                f"exceeds couchdb.replicas {self.couchdb.replicas} "
+                "(allowed: shardCopies <= replicas, each copy needs its own node)",
+            )
         return self
 
     @property
@@ -394,7 +390,7 @@ def describe_errors(error: ValidationError, namespace: str) -> str:
             lines.append(f"{key}: is required but not set")
         elif item["type"] == "extra_forbidden":
             lines.append(f"{key}: is not a known setting (check its spelling)")
-        elif isinstance(item["input"], dict):
+        elif isinstance(item["input"], dict | list):
             lines.append(f"{key}: {message}")
         else:
             lines.append(f"{key} = {item['input']!r}: {message}")

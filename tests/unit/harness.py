@@ -20,12 +20,35 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "onboarding-platform"
 
 
+# How the Pulumi runtime marks a secret value on the wire (sdk/python pulumi/runtime/rpc.py).
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def unwrap(value: Any, path: str = "", secrets: list[str] | None = None) -> Any:
+    """The plain value, with the path of every secret-marked part appended to `secrets`."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG:
+            if secrets is not None:
+                secrets.append(path)
+            return unwrap(value.get("value"), path, None)
+        return {k: unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    return value
+
+
 @dataclass
 class Recorded:
     type: str
     name: str
-    inputs: dict[str, Any]
-    parent_types: list[str] = field(default_factory=list)
+    raw_inputs: dict[str, Any]
+    inputs: dict[str, Any] = field(init=False)
+    secret_paths: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.secret_paths = []
+        self.inputs = unwrap(self.raw_inputs, "", self.secret_paths)
 
     @property
     def kind(self) -> str:
