@@ -21,5 +21,7 @@ def preprod() -> list[Recorded]:
 
 
 @pytest.fixture(scope="session", params=["prod", "preprod"])
-def stack(request: pytest.FixtureRequest, prod: list[Recorded], preprod: list[Recorded]) -> list[Recorded]:
+def stack(
+    request: pytest.FixtureRequest, prod: list[Recorded], preprod: list[Recorded]
+) -> list[Recorded]:
     return prod if request.param == "prod" else preprod

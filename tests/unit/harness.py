@@ -83,6 +83,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+def raw_stack(stack: str) -> dict[str, Any]:
+    """The stack file's `onboarding:` settings, keyed without the namespace."""
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return {key.split(":", 1)[1]: value for key, value in config.items()}
+
+
 def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[str, str]:
     """The `config:` of Pulumi.<stack>.yaml, as the engine hands it to the program."""
     raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
@@ -105,10 +111,22 @@ def run_program(stack: str, overrides: dict[str, Any] | None = None) -> list[Rec
 
 
 def by_kind(resources: list[Recorded], kind: str) -> list[Recorded]:
-    return [r for r in resources if r.kind == kind]
+    """Kubernetes objects of a kind (component resources of the same name excluded)."""
+    return [r for r in resources if r.type.startswith("kubernetes:") and r.kind == kind]
 
 
 def one(resources: list[Recorded], kind: str, name: str | None = None) -> Recorded:
     found = [r for r in by_kind(resources, kind) if name is None or r.metadata.get("name") == name]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+def pod_templates_specs(resources: list[Recorded]) -> dict[str, dict[str, Any]]:
+    """The pod spec of every workload, keyed by the workload's name."""
+    specs: dict[str, dict[str, Any]] = {}
+    for r in resources:
+        if r.kind == "CronJob":
+            specs[r.metadata["name"]] = r.spec["jobTemplate"]["spec"]["template"]["spec"]
+        elif r.kind in ("StatefulSet", "Deployment", "Job"):
+            specs[r.metadata["name"]] = r.spec["template"]["spec"]
+    return specs

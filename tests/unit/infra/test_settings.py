@@ -8,7 +8,6 @@ from typing import Any
 
 import pulumi
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,12 +18,7 @@ from infra.settings import (
     parse_settings,
     quantity_value,
 )
-from tests.unit.harness import ROOT, run_program
-
-
-def raw_stack(stack: str) -> dict[str, Any]:
-    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return {key.split(":", 1)[1]: value for key, value in config.items()}
+from tests.unit.harness import ROOT, raw_stack, run_program
 
 
 def with_change(stack: str, path: str, value: Any) -> dict[str, Any]:
@@ -50,7 +44,12 @@ def test_both_stack_files_are_valid(stack: str) -> None:
 # (stack, key path, bad value, fragments the message must contain)
 INVALID = [
     ("prod", "couchdb.replicas", 2, ["onboarding:couchdb.replicas = 2", "at least 3"]),
-    ("preprod", "couchdb.replicas", 6, ["onboarding:couchdb.replicas = 6", "less than or equal to 5"]),
+    (
+        "preprod",
+        "couchdb.replicas",
+        6,
+        ["onboarding:couchdb.replicas = 6", "less than or equal to 5"],
+    ),
     ("prod", "couchdb.shardCopies", 2, ["onboarding:couchdb.shardCopies = 2", "at least 3"]),
     ("preprod", "couchdb.shardCopies", 4, ["couchdb.shardCopies = 4", "shardCopies <= replicas"]),
     ("prod", "purge.retentionDays", 31, ["onboarding:purge.retentionDays = 31", "30"]),

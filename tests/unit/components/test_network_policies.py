@@ -1,0 +1,68 @@
+"""Who may talk to whom, computed from every NetworkPolicy the stacks declare."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.harness import Recorded
+from tests.unit.netpol import Pod, Policies, pod_templates
+
+COUCHDB_HTTP, EPMD, DIST, METRICS = 5984, 4369, 9100, 17986
+
+
+def world(stack: list[Recorded]) -> tuple[Policies, dict[str, Pod]]:
+    pods = pod_templates(stack)
+    namespace = pods["couchdb"].namespace
+    pods["ingress-controller"] = Pod(
+        "ingress-controller", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}
+    )
+    pods["prometheus"] = Pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
+    pods["intruder"] = Pod("intruder", namespace, {"run": "debug-shell"})
+    pods["other-env"] = Pod("other-env", "onboarding-other", {"app.kubernetes.io/name": "webapp"})
+    return Policies(stack), pods
+
+
+def test_web_app_and_every_ops_job_reach_couchdb_http(stack: list[Recorded]) -> None:
+    policies, pods = world(stack)
+    clients = [n for n in pods if n == "webapp" or n.startswith(("couchops-", "couchdb-setup-"))]
+    assert len(clients) == 5  # site, setup Job, backup, backup verify, purge
+    for name in clients:
+        assert policies.can_connect(pods[name], pods["couchdb"], COUCHDB_HTTP), name
+
+
+@pytest.mark.parametrize("source", ["ingress-controller", "prometheus", "intruder", "other-env"])
+def test_nothing_else_reaches_couchdb_http(stack: list[Recorded], source: str) -> None:
+    policies, pods = world(stack)
+    assert not policies.can_connect(pods[source], pods["couchdb"], COUCHDB_HTTP)
+
+
+def test_erlang_ports_are_open_only_between_couchdb_pods(stack: list[Recorded]) -> None:
+    policies, pods = world(stack)
+    for port in (EPMD, DIST):
+        assert policies.can_connect(pods["couchdb"], pods["couchdb"], port)
+        for other in pods:
+            if other != "couchdb":
+                assert not policies.can_connect(pods[other], pods["couchdb"], port), other
+
+
+def test_metrics_port_is_open_to_the_monitoring_namespace_only(stack: list[Recorded]) -> None:
+    policies, pods = world(stack)
+    assert policies.can_connect(pods["prometheus"], pods["couchdb"], METRICS)
+    assert not policies.can_connect(pods["webapp"], pods["couchdb"], METRICS)
+    assert not policies.can_connect(pods["intruder"], pods["couchdb"], METRICS)
+
+
+def test_site_is_reachable_from_the_ingress_controller_only(stack: list[Recorded]) -> None:
+    policies, pods = world(stack)
+    assert policies.can_connect(pods["ingress-controller"], pods["webapp"], 8080)
+    assert not policies.can_connect(pods["intruder"], pods["webapp"], 8080)
+    assert not policies.can_connect(pods["other-env"], pods["webapp"], 8080)
+
+
+def test_unlabelled_pod_in_the_namespace_can_reach_nothing_but_dns(stack: list[Recorded]) -> None:
+    policies, pods = world(stack)
+    dns = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"})
+    assert policies.can_connect(pods["intruder"], dns, 53)
+    for target in ("couchdb", "webapp"):
+        for port in (COUCHDB_HTTP, 8080, EPMD, DIST, METRICS):
+            assert not policies.can_connect(pods["intruder"], pods[target], port)
