@@ -17,6 +17,7 @@ from pulumi_kubernetes.apps.v1 import (
 )
 from pulumi_kubernetes.batch.v1 import Job, JobSpecArgs
 from pulumi_kubernetes.core.v1 import (
+    AffinityArgs,
     ConfigMap,
     ConfigMapVolumeSourceArgs,
     ContainerArgs,
@@ -24,8 +25,12 @@ from pulumi_kubernetes.core.v1 import (
     EnvVarArgs,
     EnvVarSourceArgs,
     HTTPGetActionArgs,
+    KeyToPathArgs,
     ObjectFieldSelectorArgs,
+    PersistentVolumeClaimArgs,
     PersistentVolumeClaimSpecArgs,
+    PodAffinityTermArgs,
+    PodAntiAffinityArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
     ProbeArgs,
@@ -36,6 +41,7 @@ from pulumi_kubernetes.core.v1 import (
     ServicePortArgs,
     ServiceSpecArgs,
     TCPSocketActionArgs,
+    TopologySpreadConstraintArgs,
     VolumeArgs,
     VolumeMountArgs,
     VolumeResourceRequirementsArgs,
@@ -151,10 +157,9 @@ class CouchDBCluster(pulumi.ComponentResource):
         hash_salt = random.RandomId(f"{name}-admin-salt", byte_length=16, opts=child)
         self.admin_password = admin_password.result
 
-        admin_hash = pulumi.Output.secret(
-            pulumi.Output.all(admin_password.result, hash_salt.hex).apply(
-                lambda values: admin_password_hash(values[0], values[1])
-            )
+        # Derived from a secret, so Pulumi keeps it secret in the state and the preview.
+        admin_hash = pulumi.Output.all(admin_password.result, hash_salt.hex).apply(
+            lambda values: admin_password_hash(values[0], values[1])
         )
         secret_ini = pulumi.Output.all(admin_hash, server_uuid.hex, auth_secret.hex).apply(
             lambda values: render_secret_ini(args.admin_username, values[0], values[1], values[2])
@@ -166,7 +171,7 @@ class CouchDBCluster(pulumi.ComponentResource):
             type="Opaque",
             string_data={
                 "erlangCookie": erlang_cookie.result,
-                "20-secrets.ini": pulumi.Output.secret(secret_ini),
+                "20-secrets.ini": secret_ini,
             },
             opts=child,
         )
@@ -251,16 +256,16 @@ class CouchDBCluster(pulumi.ComponentResource):
                     spec=self._pod_spec(args, selector, config_map, server_secret),
                 ),
                 volume_claim_templates=[
-                    {
-                        "metadata": {"name": "data", "labels": labels},
-                        "spec": PersistentVolumeClaimSpecArgs(
+                    PersistentVolumeClaimArgs(
+                        metadata=ObjectMetaArgs(name="data", labels=labels),
+                        spec=PersistentVolumeClaimSpecArgs(
                             access_modes=["ReadWriteOnce"],
                             storage_class_name=args.storage_class,
                             resources=VolumeResourceRequirementsArgs(
                                 requests={"storage": args.storage_size}
                             ),
                         ),
-                    }
+                    )
                 ],
             ),
             opts=child,
@@ -339,25 +344,25 @@ class CouchDBCluster(pulumi.ComponentResource):
             node_selector=args.scheduling.node_selector,
             tolerations=args.scheduling.tolerations,
             security_context=COUCHDB_RUN_AS.pod_security(),
-            affinity={
-                "nodeAffinity": args.scheduling.node_affinity,
+            affinity=AffinityArgs(
+                node_affinity=args.scheduling.node_affinity,
                 # One CouchDB pod per node, never two: a node loss costs one replica.
-                "podAntiAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": [
-                        {
-                            "labelSelector": {"matchLabels": selector},
-                            "topologyKey": HOSTNAME_LABEL,
-                        }
+                pod_anti_affinity=PodAntiAffinityArgs(
+                    required_during_scheduling_ignored_during_execution=[
+                        PodAffinityTermArgs(
+                            label_selector=LabelSelectorArgs(match_labels=selector),
+                            topology_key=HOSTNAME_LABEL,
+                        )
                     ]
-                },
-            },
+                ),
+            ),
             topology_spread_constraints=[
-                {
-                    "maxSkew": 1,
-                    "topologyKey": ZONE_LABEL,
-                    "whenUnsatisfiable": "ScheduleAnyway",
-                    "labelSelector": {"matchLabels": selector},
-                }
+                TopologySpreadConstraintArgs(
+                    max_skew=1,
+                    topology_key=ZONE_LABEL,
+                    when_unsatisfiable="ScheduleAnyway",
+                    label_selector=LabelSelectorArgs(match_labels=selector),
+                )
             ],
             containers=[
                 ContainerArgs(
@@ -440,7 +445,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                     secret=SecretVolumeSourceArgs(
                         secret_name=server_secret.metadata.name,
                         default_mode=0o440,
-                        items=[{"key": "20-secrets.ini", "path": "20-secrets.ini"}],
+                        items=[KeyToPathArgs(key="20-secrets.ini", path="20-secrets.ini")],
                     ),
                 ),
             ],

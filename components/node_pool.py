@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
-from pulumi_kubernetes.core.v1 import NodePatch, NodeSpecPatchArgs, TaintPatchArgs
+from pulumi_kubernetes.core.v1 import (
+    NodeAffinityArgs,
+    NodePatch,
+    NodeSelectorArgs,
+    NodeSelectorRequirementArgs,
+    NodeSelectorTermArgs,
+    NodeSpecPatchArgs,
+    TaintPatchArgs,
+    TolerationArgs,
+)
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs, ObjectMetaPatchArgs
 from pulumi_kubernetes.scheduling.v1 import PriorityClass
 
@@ -44,8 +52,8 @@ class NodePool(pulumi.ComponentResource):
     environment the scheduling terms that keep its pods on those nodes, in France."""
 
     node_selector: dict[str, str]
-    tolerations: list[dict[str, Any]]
-    node_affinity: dict[str, Any]
+    tolerations: list[TolerationArgs]
+    node_affinity: NodeAffinityArgs
     priority_class_name: pulumi.Output[str]
     node_patches: list[NodePatch]
 
@@ -59,26 +67,28 @@ class NodePool(pulumi.ComponentResource):
 
         self.node_selector = {POOL_LABEL: POOL_VALUE}
         self.tolerations = [
-            {"key": POOL_LABEL, "operator": "Equal", "value": POOL_VALUE, "effect": "NoSchedule"}
+            TolerationArgs(key=POOL_LABEL, operator="Equal", value=POOL_VALUE, effect="NoSchedule")
         ]
         # Enforced by the scheduler, whatever the stack config says: a node without a
         # French region label never receives a pod of this platform.
-        self.node_affinity = {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": REGION_LABEL,
-                                "operator": "In",
-                                "values": sorted(args.allowed_regions),
-                            },
-                            {"key": POOL_LABEL, "operator": "In", "values": [POOL_VALUE]},
+        self.node_affinity = NodeAffinityArgs(
+            required_during_scheduling_ignored_during_execution=NodeSelectorArgs(
+                node_selector_terms=[
+                    NodeSelectorTermArgs(
+                        match_expressions=[
+                            NodeSelectorRequirementArgs(
+                                key=REGION_LABEL,
+                                operator="In",
+                                values=sorted(args.allowed_regions),
+                            ),
+                            NodeSelectorRequirementArgs(
+                                key=POOL_LABEL, operator="In", values=[POOL_VALUE]
+                            ),
                         ]
-                    }
+                    )
                 ]
-            }
-        }
+            )
+        )
 
         self.node_patches = []
         if args.manages_nodes:

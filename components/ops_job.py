@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_kubernetes.batch.v1 import CronJob, CronJobSpecArgs, JobSpecArgs, JobTemplateSpecArgs
 from pulumi_kubernetes.core.v1 import (
+    AffinityArgs,
     ContainerArgs,
     EmptyDirVolumeSourceArgs,
     EnvVarArgs,
+    KeyToPathArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
     SecretVolumeSourceArgs,
@@ -75,7 +77,7 @@ class OpsJobTemplate:
                 security_context=OPS_RUN_AS.pod_security(),
                 node_selector=self.scheduling.node_selector,
                 tolerations=self.scheduling.tolerations,
-                affinity={"nodeAffinity": self.scheduling.node_affinity},
+                affinity=AffinityArgs(node_affinity=self.scheduling.node_affinity),
                 priority_class_name=self.scheduling.priority_class_name,
                 containers=[
                     ContainerArgs(
@@ -101,8 +103,8 @@ class OpsJobTemplate:
                             secret_name=self.admin_secret_name,
                             default_mode=0o440,
                             items=[
-                                {"key": "adminUsername", "path": "adminUsername"},
-                                {"key": "adminPassword", "path": "adminPassword"},
+                                KeyToPathArgs(key="adminUsername", path="adminUsername"),
+                                KeyToPathArgs(key="adminPassword", path="adminPassword"),
                             ],
                         ),
                     ),

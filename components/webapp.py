@@ -24,6 +24,7 @@ from pulumi_kubernetes.autoscaling.v2 import (
     ResourceMetricSourceArgs,
 )
 from pulumi_kubernetes.core.v1 import (
+    AffinityArgs,
     ContainerArgs,
     ContainerPortArgs,
     EmptyDirVolumeSourceArgs,
@@ -37,6 +38,7 @@ from pulumi_kubernetes.core.v1 import (
     Service,
     ServicePortArgs,
     ServiceSpecArgs,
+    TopologySpreadConstraintArgs,
     VolumeArgs,
     VolumeMountArgs,
 )
@@ -131,16 +133,16 @@ class WebApp(pulumi.ComponentResource):
                         node_selector=args.scheduling.node_selector,
                         tolerations=args.scheduling.tolerations,
                         security_context=WEBAPP_RUN_AS.pod_security(),
-                        affinity={"nodeAffinity": args.scheduling.node_affinity},
+                        affinity=AffinityArgs(node_affinity=args.scheduling.node_affinity),
                         # Spread, but never refuse a pod: a hard constraint would block the
                         # autoscaler while one node is drained.
                         topology_spread_constraints=[
-                            {
-                                "maxSkew": 1,
-                                "topologyKey": HOSTNAME_LABEL,
-                                "whenUnsatisfiable": "ScheduleAnyway",
-                                "labelSelector": {"matchLabels": selector},
-                            }
+                            TopologySpreadConstraintArgs(
+                                max_skew=1,
+                                topology_key=HOSTNAME_LABEL,
+                                when_unsatisfiable="ScheduleAnyway",
+                                label_selector=LabelSelectorArgs(match_labels=selector),
+                            )
                         ],
                         containers=[
                             ContainerArgs(

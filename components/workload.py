@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 from pulumi_kubernetes.core.v1 import (
     CapabilitiesArgs,
+    NodeAffinityArgs,
     PodSecurityContextArgs,
     ResourceRequirementsArgs,
     SeccompProfileArgs,
     SecurityContextArgs,
+    TolerationArgs,
 )
 
 
@@ -20,8 +21,8 @@ class Scheduling:
     """Where an environment's pods may run: the NodePool's outputs, passed on unchanged."""
 
     node_selector: dict[str, str]
-    tolerations: list[dict[str, Any]]
-    node_affinity: dict[str, Any]
+    tolerations: list[TolerationArgs]
+    node_affinity: NodeAffinityArgs
     priority_class_name: pulumi.Input[str]
 
 
