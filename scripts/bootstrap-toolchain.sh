@@ -50,7 +50,6 @@ PREFIX="$CACHE_ROOT/pulumi-$PULUMI_VERSION"
 BIN="$PREFIX/bin"
 WORK="$PREFIX/work"
 STAMPS="$BIN/.stamps"
-LOGS="$PREFIX/logs"
 
 log() { printf '[bootstrap %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[bootstrap] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -224,15 +223,17 @@ if [ $# -eq 0 ] && existing=$(command -v pulumi 2>/dev/null); then
 	fi
 fi
 
-mkdir -p "$BIN" "$STAMPS" "$WORK" "$LOGS"
-exec 9>"$PREFIX/.lock"
-if command -v flock >/dev/null 2>&1; then
-	flock -w 7200 9 || die "another bootstrap holds $PREFIX/.lock"
-fi
+mkdir -p "$BIN" "$STAMPS" "$WORK"
 
 total=$SECONDS
 for w in "${WANT[@]}"; do
+	# one lock per artefact: two bootstraps never build the same thing at once
+	exec 9>"$PREFIX/.lock-$w"
+	if command -v flock >/dev/null 2>&1; then
+		flock -w 7200 9 || die "another bootstrap has held $PREFIX/.lock-$w for 2 hours"
+	fi
 	timed "$w" "build_$w"
+	exec 9>&-
 done
 log "all requested artefacts ready in $((SECONDS - total))s"
 for b in pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-kubernetes pulumi-resource-random; do

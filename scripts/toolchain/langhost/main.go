@@ -220,7 +220,11 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	args = append(args, program)
 	args = append(args, req.GetArgs()...)
 
-	config, err := json.Marshal(req.GetConfig())
+	configMap := req.GetConfig()
+	if configMap == nil {
+		configMap = map[string]string{} // "null" would break the SDK's set_all_config
+	}
+	config, err := json.Marshal(configMap)
 	if err != nil {
 		return nil, err
 	}

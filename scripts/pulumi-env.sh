@@ -1,0 +1,53 @@
+# Offline defaults for running the real Pulumi CLI on this project. Source it, don't run it:
+#   source scripts/pulumi-env.sh
+# It does not build anything; scripts/bootstrap-toolchain.sh does (make toolchain).
+#
+# - PATH: the toolchain's bin dir first (pulumi, the Python language host and the kubernetes
+#   and random providers). The CLI finds the language host next to itself and the providers on
+#   PATH ("ambient" plugins), so nothing is installed into PULUMI_HOME and nothing is downloaded.
+# - PULUMI_HOME: a folder inside the toolchain cache, so a developer's ~/.pulumi (and any
+#   plugins downloaded there on another machine) is never mixed in.
+# - PULUMI_BACKEND_URL: the project's local state folder, .pulumi-state/ (gitignored).
+# - PULUMI_CONFIG_PASSPHRASE: see below.
+# Any of these already set in the environment is kept, except PATH (prepended) and
+# PULUMI_IGNORE_AMBIENT_PLUGINS (unset: with it the CLI would ignore the providers on PATH and
+# try to download them).
+
+_onb_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
+_onb_pulumi_version=$(sed -n 's/^PULUMI_VERSION=//p' "$_onb_root/scripts/bootstrap-toolchain.sh")
+_onb_prefix="${TOOLCHAIN_CACHE:-$HOME/.cache/onboarding-toolchain}/pulumi-${_onb_pulumi_version}"
+export ONBOARDING_TOOLCHAIN_BIN="$_onb_prefix/bin"
+
+if [ ! -x "$ONBOARDING_TOOLCHAIN_BIN/pulumi" ]; then
+	echo "pulumi-env.sh: no toolchain in $ONBOARDING_TOOLCHAIN_BIN yet; run scripts/bootstrap-toolchain.sh (make toolchain)" >&2
+fi
+case ":$PATH:" in
+*":$ONBOARDING_TOOLCHAIN_BIN:"*) ;;
+*) export PATH="$ONBOARDING_TOOLCHAIN_BIN:$PATH" ;;
+esac
+
+export PULUMI_HOME="${PULUMI_HOME:-$_onb_prefix/home}"
+mkdir -p "$PULUMI_HOME"
+export PULUMI_SKIP_UPDATE_CHECK=true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+unset PULUMI_IGNORE_AMBIENT_PLUGINS
+
+export PULUMI_BACKEND_URL="${PULUMI_BACKEND_URL:-file://$_onb_root/.pulumi-state}"
+case "$PULUMI_BACKEND_URL" in
+file://*) mkdir -p "${PULUMI_BACKEND_URL#file://}" ;;
+esac
+
+# Secrets in the state are encrypted with a passphrase. For the LOCAL FILE BACKEND ONLY (a
+# developer's machine, CI's throwaway state) a fixed, public development passphrase is the
+# default, so `make up` works offline with no set-up. It protects nothing: anyone with this
+# repository knows it. Any shared or real state must use its own passphrase (set
+# PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE from a secret store) or a KMS
+# secrets provider; both are respected here because they are never overwritten.
+if [ -z "${PULUMI_CONFIG_PASSPHRASE+x}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]; then
+	case "$PULUMI_BACKEND_URL" in
+	file://*) export PULUMI_CONFIG_PASSPHRASE="onboarding-local-dev-only-not-a-secret" ;;
+	*) echo "pulumi-env.sh: PULUMI_CONFIG_PASSPHRASE is not set and the backend is not local; not defaulting it" >&2 ;;
+	esac
+fi
+
+unset _onb_root _onb_pulumi_version _onb_prefix
