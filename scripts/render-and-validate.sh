@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs the real Pulumi CLI on the real program for each stack in render mode (no cluster), and
+# validates what it renders:
+#   1. pulumi stack select --create   (local file backend, .pulumi-state/)
+#   2. pulumi preview                  (timed)
+#   3. pulumi up --yes                 (writes rendered/<stack>/; timed)
+#   4. every manifest validated: built-in kinds by kubernetes-validate --strict against the
+#      stack's onboarding:kubernetesVersion, custom resources (PodMonitor, Probe,
+#      PrometheusRule, ...) by explicit checks and promtool (tests/integration/manifest_check.py)
+#   5. pulumi preview --expect-no-changes   (a second run of an unchanged program changes nothing)
+#
+#   scripts/render-and-validate.sh              # prod and preprod
+#   scripts/render-and-validate.sh preprod
+# Needs: .venv (make setup) and the toolchain (built here if missing: scripts/bootstrap-toolchain.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+die() { printf 'render-and-validate: ERROR: %s\n' "$*" >&2; exit 1; }
+say() { printf '[render-and-validate %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+stacks=("$@")
+[ ${#stacks[@]} -gt 0 ] || stacks=(prod preprod)
+for s in "${stacks[@]}"; do
+	[ -f "Pulumi.$s.yaml" ] || die "no Pulumi.$s.yaml (stacks: prod, preprod)"
+done
+[ -x .venv/bin/python ] || die ".venv is missing: run scripts/setup.sh (make setup) first"
+.venv/bin/python -c 'import kubernetes_validate' 2>/dev/null ||
+	die "kubernetes-validate is not installed in .venv (it is a dev dependency: make setup)"
+
+scripts/bootstrap-toolchain.sh >/dev/null
+# shellcheck source=scripts/pulumi-env.sh
+source scripts/pulumi-env.sh
+# Render mode even on a machine that has a kubeconfig: this script never touches a cluster.
+export ONBOARDING_RENDER=1
+
+summary=()
+for stack in "${stacks[@]}"; do
+	say "== $stack"
+	pulumi stack select --create --secrets-provider passphrase --non-interactive "$stack" >/dev/null
+	out="rendered/$stack"
+	# Render mode only writes a file when a resource changes: a state that has resources but
+	# no rendered/ folder (deleted by hand) would leave nothing to validate.
+	if [ ! -d "$out" ] && pulumi stack export --stack "$stack" 2>/dev/null | grep -q '"type": "kubernetes:'; then
+		die "$out is missing but stack $stack already has rendered resources in $PULUMI_BACKEND_URL;
+  render mode only rewrites changed files. Start the local stack afresh (it only renders files):
+    source scripts/pulumi-env.sh && pulumi stack rm --force --yes $stack
+  then re-run this script (the generated secrets will be new)."
+	fi
+
+	start=$SECONDS
+	pulumi preview --non-interactive --stack "$stack" --diff=false >"/tmp/preview-$stack.$$.log" 2>&1 ||
+		{ cat "/tmp/preview-$stack.$$.log" >&2; die "pulumi preview of $stack failed"; }
+	preview_s=$((SECONDS - start))
+	tail -n 12 "/tmp/preview-$stack.$$.log" >&2
+	say "$stack: preview took ${preview_s}s"
+
+	start=$SECONDS
+	pulumi up --yes --non-interactive --stack "$stack" --skip-preview >"/tmp/up-$stack.$$.log" 2>&1 ||
+		{ cat "/tmp/up-$stack.$$.log" >&2; die "pulumi up of $stack failed"; }
+	up_s=$((SECONDS - start))
+	tail -n 6 "/tmp/up-$stack.$$.log" >&2
+	say "$stack: up took ${up_s}s"
+	[ -d "$out" ] || die "pulumi up of $stack rendered nothing into $out"
+
+	version=$(.venv/bin/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["config"]["onboarding:kubernetesVersion"])' "Pulumi.$stack.yaml") ||
+		die "Pulumi.$stack.yaml has no onboarding:kubernetesVersion"
+	.venv/bin/python tests/integration/manifest_check.py "$out" --kubernetes-version "$version" ||
+		die "manifests of $stack do not validate (above)"
+
+	start=$SECONDS
+	pulumi preview --expect-no-changes --non-interactive --stack "$stack" >"/tmp/preview2-$stack.$$.log" 2>&1 ||
+		{ cat "/tmp/preview2-$stack.$$.log" >&2; die "a second preview of $stack expected no changes but found some (above)"; }
+	again_s=$((SECONDS - start))
+	say "$stack: second preview reports no changes (${again_s}s)"
+	rm -f "/tmp/preview-$stack.$$.log" "/tmp/up-$stack.$$.log" "/tmp/preview2-$stack.$$.log"
+	summary+=("$stack: preview ${preview_s}s, up ${up_s}s, no-change preview ${again_s}s, $(find "$out" -name '*.yaml' | wc -l) files in $out")
+done
+
+say "done"
+printf '%s\n' "${summary[@]}"
