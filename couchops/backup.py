@@ -1,0 +1,590 @@
+"""`backup`, `restore`, `verify`: every database that holds data, documents AND attachments.
+
+Layout under BACKUP_DIR::
+
+    .lock                              held by the one backup run allowed at a time
+    .tmp-<id>/                         a backup being written (never listed as good)
+    <id>/manifest.json                 written last: a directory with it is a complete backup
+    <id>/databases/<n>-<name>.jsonl.gz one document per line, attachments inline (base64)
+
+``<id>`` is the UTC start time, ``YYYYMMDDTHHMMSSZ``. A backup is written under ``.tmp-<id>``,
+its files flushed to disk, the manifest written last, then the directory renamed to ``<id>``: a
+run killed midway leaves only a ``.tmp-`` directory, which the next run deletes.
+
+Each line is the document's winning revision in canonical JSON (sorted keys, no spaces), its
+attachments reduced to ``content_type`` and ``data``; its SHA-256 is the document's digest. The
+manifest records, per database, counts, the compressed file's size and SHA-256, and the
+``content_sha256`` of the sorted ``id<TAB>digest`` lines, which does not depend on order: the
+same figure computed on a live database tells whether it holds exactly the backed-up content.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from couchops.couch import JSON, Couch, db_path
+from couchops.errors import OpsError, VerificationError
+from couchops.log import logger
+from couchops.timestamps import iso
+
+FORMAT = "couchops-backup/1"
+MANIFEST = "manifest.json"
+BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
+ID_PAGE = 10_000
+"""Ids listed per request in the first pass."""
+
+
+def canonical(doc: JSON) -> bytes:
+    """A document as one canonical JSON line: the stored form and the basis of its digest."""
+    atts = doc.get("_attachments")
+    if atts:
+        doc = {
+            **doc,
+            "_attachments": {
+                name: {"content_type": meta.get("content_type"), "data": meta.get("data", "")}
+                for name, meta in atts.items()
+            },
+        }
+    doc.pop("_conflicts", None)
+    doc.pop("_revisions", None)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_digest(entries: list[tuple[str, str]]) -> str:
+    """Order-independent digest of a database's content from (id, document digest) pairs."""
+    h = hashlib.sha256()
+    for doc_id, digest in sorted(entries):
+        h.update(f"{doc_id}\t{digest}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class DatabaseSummary:
+    name: str
+    documents: int = 0
+    design_documents: int = 0
+    attachments: int = 0
+    attachment_bytes: int = 0
+    content_sha256: str = ""
+    file: str = ""
+    file_bytes: int = 0
+    file_sha256: str = ""
+    partitioned: bool = False
+    security: JSON = field(default_factory=dict)
+
+    def to_json(self) -> JSON:
+        return dict(self.__dict__)
+
+
+def _attachment_bytes(doc: JSON) -> tuple[int, int]:
+    atts = doc.get("_attachments") or {}
+    size = 0
+    for meta in atts.values():
+        data = meta.get("data")
+        if isinstance(data, str):
+            size += len(data) * 3 // 4 - data[-2:].count("=")
+    return len(atts), size
+
+
+def list_ids(couch: Couch, db: str, page: int = ID_PAGE) -> Iterator[str]:
+    """All document ids (design documents included), in the server's order, paged."""
+    params: dict[str, Any] = {"limit": page}
+    while True:
+        rows = couch.get(f"{db_path(db)}/_all_docs", params=params).get("rows", [])
+        for row in rows:
+            yield str(row["id"])
+        if len(rows) < page:
+            return
+        params = {"limit": page, "startkey": rows[-1]["id"], "skip": 1}
+
+
+def fetch_range(couch: Couch, db: str, first: str, last: str) -> list[JSON]:
+    """Winning revisions with attachments inline for ids first..last (inclusive)."""
+    rows = couch.get(
+        f"{db_path(db)}/_all_docs",
+        params={
+            "startkey": first,
+            "endkey": last,
+            "include_docs": True,
+            "attachments": True,
+        },
+    ).get("rows", [])
+    return [row["doc"] for row in rows if row.get("doc")]
+
+
+def read_database(couch: Couch, db: str, *, page: int, concurrency: int) -> Iterator[list[JSON]]:
+    """Pages of documents: ids are listed first, then ranges of them fetched in parallel and
+    handed over in order."""
+    ids = list(list_ids(couch, db))
+    ranges = [(ids[i], ids[min(i + page, len(ids)) - 1]) for i in range(0, len(ids), page)]
+    window: deque[Future[list[JSON]]] = deque()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for first, last in ranges:
+            window.append(pool.submit(fetch_range, couch, db, first, last))
+            if len(window) > concurrency:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+class _HashingWriter(io.RawIOBase):
+    """Counts and hashes the bytes on their way to the file."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.sha.update(chunk)
+        self.size += len(chunk)
+        self.target.write(chunk)
+        return len(chunk)
+
+
+def _safe_file_name(index: int, db: str) -> str:
+    clean = re.sub(r"[^a-z0-9_-]", "_", db)[:80]
+    return f"databases/{index:05d}-{clean}.jsonl.gz"
+
+
+def backup_database(
+    couch: Couch, db: str, directory: Path, index: int, *, page: int, concurrency: int
+) -> DatabaseSummary:
+    info = couch.db_info(db)
+    if info is None:
+        raise OpsError(f"database {db} disappeared during the backup")
+    summary = DatabaseSummary(
+        name=db,
+        file=_safe_file_name(index, db),
+        partitioned=bool((info.get("props") or {}).get("partitioned")),
+        security=couch.get(f"{db_path(db)}/_security"),
+    )
+    entries: list[tuple[str, str]] = []
+    path = directory / summary.file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as raw:
+        hashing = _HashingWriter(raw)
+        with gzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=1, mtime=0) as out:
+            for docs in read_database(couch, db, page=page, concurrency=concurrency):
+                lines = []
+                for doc in docs:
+                    line = canonical(doc)
+                    lines.append(line)
+                    entries.append((str(doc["_id"]), hashlib.sha256(line).hexdigest()))
+                    if str(doc["_id"]).startswith("_design/"):
+                        summary.design_documents += 1
+                    count, size = _attachment_bytes(doc)
+                    summary.attachments += count
+                    summary.attachment_bytes += size
+                if lines:
+                    out.write(b"\n".join(lines) + b"\n")
+        raw.flush()
+        os.fsync(raw.fileno())
+    summary.documents = len(entries)
+    summary.content_sha256 = content_digest(entries)
+    summary.file_bytes = hashing.size
+    summary.file_sha256 = hashing.sha.hexdigest()
+    return summary
+
+
+@contextlib.contextmanager
+def _exclusive(backup_dir: Path) -> Iterator[None]:
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    with (backup_dir / ".lock").open("a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise OpsError(f"another backup is running in {backup_dir} (it holds .lock)") from exc
+        yield
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def databases_to_back_up(couch: Couch, only: list[str] | None) -> list[str]:
+    if only:
+        for name in only:
+            if couch.db_info(name) is None:
+                raise OpsError(f"database {name} does not exist")
+        return list(only)
+    return [name for name in couch.all_dbs() if not name.startswith("_")]
+
+
+@dataclass
+class BackupResult:
+    backup_id: str
+    path: Path
+    manifest: JSON
+    deleted: list[str]
+
+
+def backup(
+    couch: Couch,
+    backup_dir: Path,
+    *,
+    retention_days: int,
+    databases: list[str] | None = None,
+    page: int = 1000,
+    concurrency: int = 4,
+    now: datetime | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> BackupResult:
+    log = logger()
+    started_at = now or datetime.now(UTC)
+    started = clock()
+    with _exclusive(backup_dir):
+        for stale in backup_dir.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+            log.info("backup.removed_incomplete", directory=stale.name)
+        backup_id = started_at.strftime("%Y%m%dT%H%M%SZ")
+        suffix = 1
+        while (backup_dir / backup_id).exists():
+            suffix += 1
+            backup_id = started_at.strftime("%Y%m%dT%H%M%SZ") + f"-{suffix}"
+        work = backup_dir / f".tmp-{backup_id}"
+        work.mkdir()
+        names = databases_to_back_up(couch, databases)
+        log.info("backup.start", backup=backup_id, databases=len(names))
+        summaries = []
+        for index, db in enumerate(names):
+            summary = backup_database(couch, db, work, index, page=page, concurrency=concurrency)
+            summaries.append(summary)
+            log.info(
+                "backup.database_done",
+                database=db,
+                documents=summary.documents,
+                attachments=summary.attachments,
+                bytes=summary.file_bytes,
+            )
+        manifest: JSON = {
+            "format": FORMAT,
+            "id": backup_id,
+            "created_at": iso(started_at),
+            "completed_at": iso(datetime.now(UTC)),
+            "source": couch.url,
+            "databases": [s.to_json() for s in summaries],
+            "totals": {
+                "databases": len(summaries),
+                "documents": sum(s.documents for s in summaries),
+                "attachments": sum(s.attachments for s in summaries),
+                "attachment_bytes": sum(s.attachment_bytes for s in summaries),
+                "bytes": sum(s.file_bytes for s in summaries),
+            },
+        }
+        if (work / "databases").exists():
+            _fsync_dir(work / "databases")
+        with (work / MANIFEST).open("w", encoding="utf-8") as out:
+            json.dump(manifest, out, indent=2, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        final = backup_dir / backup_id
+        work.rename(final)
+        _fsync_dir(backup_dir)
+        deleted = apply_retention(backup_dir, retention_days, now=started_at, keep=backup_id)
+    duration = clock() - started
+    totals = manifest["totals"]
+    log.info(
+        "backup.summary",
+        backup=backup_id,
+        duration_seconds=round(duration, 3),
+        documents_per_second=round(totals["documents"] / duration, 1) if duration else 0,
+        deleted_backups=deleted,
+        **totals,
+    )
+    return BackupResult(backup_id, final, manifest, deleted)
+
+
+def list_backups(backup_dir: Path) -> list[Path]:
+    """Complete backups (a manifest present), oldest first."""
+    if not backup_dir.is_dir():
+        return []
+    return sorted(
+        p for p in backup_dir.iterdir() if BACKUP_ID.match(p.name) and (p / MANIFEST).is_file()
+    )
+
+
+def apply_retention(
+    backup_dir: Path, retention_days: int, *, now: datetime, keep: str | None = None
+) -> list[str]:
+    """Delete complete backups older than the retention (never the one just written)."""
+    limit = now - timedelta(days=retention_days)
+    deleted = []
+    for path in list_backups(backup_dir):
+        if path.name == keep:
+            continue
+        created = datetime.strptime(path.name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        if created < limit:
+            shutil.rmtree(path)
+            deleted.append(path.name)
+            logger().info("backup.deleted_expired", backup=path.name, created_at=iso(created))
+    return deleted
+
+
+def resolve_backup(backup_dir: Path | None, reference: str | None) -> Path:
+    """A backup directory from a path, an id under BACKUP_DIR, or 'latest'/None."""
+    if reference and reference not in ("latest",) and Path(reference).is_dir():
+        path = Path(reference)
+    else:
+        if backup_dir is None:
+            raise OpsError("BACKUP_DIR is not set: name a backup directory with --from/--backup")
+        if reference in (None, "latest"):
+            found = list_backups(backup_dir)
+            if not found:
+                raise OpsError(f"no complete backup in {backup_dir}")
+            path = found[-1]
+        else:
+            path = backup_dir / str(reference)
+    if not (path / MANIFEST).is_file():
+        raise OpsError(f"{path} is not a complete backup (no {MANIFEST})")
+    return path
+
+
+def load_manifest(path: Path) -> JSON:
+    try:
+        manifest: JSON = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OpsError(f"{path / MANIFEST} is unreadable: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise OpsError(f"{path / MANIFEST}: unknown format {manifest.get('format')!r}")
+    return manifest
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as data:
+        for chunk in iter(lambda: data.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_lines(path: Path) -> Iterator[bytes]:
+    with gzip.open(path, "rb") as data:
+        for line in data:
+            stripped = line.rstrip(b"\n")
+            if stripped:
+                yield stripped
+
+
+def _check_file(backup_path: Path, entry: JSON) -> Path:
+    path = backup_path / str(entry["file"])
+    if not path.is_file():
+        raise VerificationError(f"{entry['name']}: backup file {entry['file']} is missing")
+    actual = _file_sha256(path)
+    if actual != entry["file_sha256"]:
+        raise VerificationError(
+            f"{entry['name']}: {entry['file']} has sha256 {actual[:12]}…, "
+            f"the manifest says {str(entry['file_sha256'])[:12]}…"
+        )
+    return path
+
+
+def parse_mapping(specs: list[str] | None) -> dict[str, str] | None:
+    """`--database SRC[=TARGET]` options as {source: target}."""
+    if not specs:
+        return None
+    mapping = {}
+    for spec in specs:
+        source, _, target = spec.partition("=")
+        mapping[source] = target or source
+    return mapping
+
+
+def _selected(manifest: JSON, mapping: dict[str, str] | None) -> list[tuple[JSON, str]]:
+    entries = {str(e["name"]): e for e in manifest["databases"]}
+    if mapping is None:
+        return [(e, name) for name, e in entries.items()]
+    missing = sorted(set(mapping) - set(entries))
+    if missing:
+        raise OpsError(f"the backup holds no database named {', '.join(missing)}")
+    return [(entries[source], target) for source, target in mapping.items()]
+
+
+def wait_for_count(
+    couch: Couch,
+    db: str,
+    expected: int,
+    *,
+    timeout: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Re-read doc_count until it equals the expected one or the bound passes: a read right
+    after a write may hit a copy that has not caught up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = int((couch.db_info(db) or {}).get("doc_count", -1))
+        if count == expected or time.monotonic() >= deadline:
+            return count
+        sleep(0.5)
+
+
+def _bulk_write(couch: Couch, db: str, lines: list[bytes]) -> int:
+    body = b'{"new_edits":false,"docs":[' + b",".join(lines) + b"]}"
+    response = couch.request(
+        "POST",
+        f"{db_path(db)}/_bulk_docs",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        ok=(201, 202),
+    )
+    failures = [r for r in response.json() if isinstance(r, dict) and r.get("error")]
+    if failures:
+        first = failures[0]
+        raise OpsError(
+            f"{db}: {len(failures)} documents refused, first {first.get('id')}: "
+            f"{first.get('error')} {first.get('reason', '')}".strip()
+        )
+    return len(lines)
+
+
+def restore(
+    couch: Couch,
+    backup_path: Path,
+    *,
+    mapping: dict[str, str] | None = None,
+    batch: int = 1000,
+    concurrency: int = 4,
+    q: int | None = None,
+    n: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, int]:
+    """Restore databases from a backup into absent or empty databases, then check counts."""
+    log = logger()
+    manifest = load_manifest(backup_path)
+    selected = _selected(manifest, mapping)
+    for entry, target in selected:
+        info = couch.db_info(target)
+        if info and (info.get("doc_count", 0) or info.get("doc_del_count", 0)):
+            raise OpsError(
+                f"restore refuses database {target}: it is not empty "
+                f"({info.get('doc_count')} documents, {info.get('doc_del_count')} deleted)"
+            )
+        _check_file(backup_path, entry)
+    started = clock()
+    restored = 0
+    for entry, target in selected:
+        if couch.db_info(target) is None:
+            params: dict[str, Any] = {"q": q, "n": n}
+            if entry.get("partitioned"):
+                params["partitioned"] = True
+            couch.request("PUT", db_path(target), params=params, ok=(201, 202))
+        window: deque[Future[int]] = deque()
+        written = 0
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            chunk: list[bytes] = []
+            for line in read_lines(backup_path / str(entry["file"])):
+                chunk.append(line)
+                if len(chunk) >= batch:
+                    window.append(pool.submit(_bulk_write, couch, target, chunk))
+                    chunk = []
+                    while len(window) > 2 * concurrency:
+                        written += window.popleft().result()
+            if chunk:
+                window.append(pool.submit(_bulk_write, couch, target, chunk))
+            while window:
+                written += window.popleft().result()
+        if entry.get("security"):
+            couch.put(f"{db_path(target)}/_security", entry["security"])
+        count = wait_for_count(couch, target, int(entry["documents"]))
+        if count != entry["documents"] or written != entry["documents"]:
+            raise VerificationError(
+                f"{target}: restored {written} documents, the database counts {count}, "
+                f"the backup holds {entry['documents']}"
+            )
+        restored += written
+        log.info("restore.database_done", source=entry["name"], database=target, documents=written)
+    duration = clock() - started
+    log.info(
+        "restore.summary",
+        backup=manifest["id"],
+        databases=len(selected),
+        documents=restored,
+        duration_seconds=round(duration, 3),
+        documents_per_second=round(restored / duration, 1) if duration else 0,
+    )
+    return {"databases": len(selected), "documents": restored}
+
+
+def live_digest(
+    couch: Couch, db: str, *, page: int = 1000, concurrency: int = 4
+) -> tuple[int, str]:
+    entries = [
+        (str(doc["_id"]), hashlib.sha256(canonical(doc)).hexdigest())
+        for docs in read_database(couch, db, page=page, concurrency=concurrency)
+        for doc in docs
+    ]
+    return len(entries), content_digest(entries)
+
+
+def verify(
+    backup_path: Path,
+    *,
+    couch: Couch | None = None,
+    mapping: dict[str, str] | None = None,
+    live: bool = False,
+) -> dict[str, int]:
+    """Check a backup against its manifest (file checksums, counts, content digests) and,
+    with ``live``, against the databases it would restore into."""
+    log = logger()
+    manifest = load_manifest(backup_path)
+    checked = 0
+    documents = 0
+    for entry, target in _selected(manifest, mapping):
+        path = _check_file(backup_path, entry)
+        entries = []
+        attachments = 0
+        for line in read_lines(path):
+            try:
+                doc = json.loads(line)
+            except ValueError as exc:
+                raise VerificationError(f"{entry['name']}: a line is not JSON ({exc})") from exc
+            for meta in (doc.get("_attachments") or {}).values():
+                base64.b64decode(meta.get("data", ""), validate=True)
+                attachments += 1
+            entries.append((str(doc["_id"]), hashlib.sha256(line).hexdigest()))
+        if len(entries) != entry["documents"] or attachments != entry["attachments"]:
+            raise VerificationError(
+                f"{entry['name']}: the file holds {len(entries)} documents and {attachments} "
+                f"attachments, the manifest says {entry['documents']} and {entry['attachments']}"
+            )
+        if content_digest(entries) != entry["content_sha256"]:
+            raise VerificationError(f"{entry['name']}: content digest differs from the manifest")
+        if live:
+            if couch is None:
+                raise OpsError("a live verification needs a CouchDB connection")
+            count, digest = live_digest(couch, target)
+            if (count, digest) != (entry["documents"], entry["content_sha256"]):
+                raise VerificationError(
+                    f"{target}: live database holds {count} documents (digest {digest[:12]}…), "
+                    f"the backup {entry['documents']} (digest {str(entry['content_sha256'])[:12]}…)"
+                )
+        checked += 1
+        documents += len(entries)
+        log.info("verify.database_ok", database=entry["name"], documents=len(entries), live=live)
+    log.info("verify.summary", backup=manifest["id"], databases=checked, documents=documents)
+    return {"databases": checked, "documents": documents}

@@ -1,0 +1,335 @@
+"""The `couchops` command line: one tool, one subcommand per operation.
+
+Exit codes: 0 success; 1 operation failed; 2 bad setting or usage; 3 CouchDB refused or
+unreachable; 4 verification failed; 70 internal error. On failure the last line on standard
+error is one plain sentence naming the problem; the logs before it are JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from couchops import __version__
+from couchops.backup import backup, parse_mapping, resolve_backup, restore, verify
+from couchops.cluster_setup import cluster_setup
+from couchops.consolidate import consolidate
+from couchops.couch import Couch
+from couchops.errors import OpsError, SettingsError
+from couchops.log import configure, logger
+from couchops.metrics import build_registry, push
+from couchops.purge import PurgeOptions, purge
+from couchops.settings import Settings, load_settings, read_secret_file
+
+Counts = dict[str, float]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("connection and reporting (defaults from the environment)")
+    g.add_argument("--couchdb-url", help="CouchDB base URL [COUCHDB_URL]")
+    g.add_argument("--admin-user", help="admin user name [COUCHDB_ADMIN_USER(_FILE)]")
+    g.add_argument(
+        "--admin-password-file",
+        help="file holding the admin password [COUCHDB_ADMIN_PASSWORD(_FILE)]; "
+        "never on the command line, where `ps` would show it",
+    )
+    g.add_argument("--environment", help="environment label of the metrics [ENVIRONMENT]")
+    g.add_argument("--pushgateway-url", help="push metrics there [PUSHGATEWAY_URL]")
+    g.add_argument(
+        "--http-timeout-seconds", type=float, help="per-request timeout [HTTP_TIMEOUT_SECONDS]"
+    )
+    g.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="couchops",
+        description="Operations of the onboarding platform's CouchDB cluster. Settings come "
+        "from environment variables and *_FILE secret files; flags override them.",
+    )
+    parser.add_argument("--version", action="version", version=f"couchops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "cluster-setup",
+        help="wait for the cluster, finish it, create databases, indexes, security",
+        description="Wait (bounded) until every expected node is a member and answers, run "
+        "finish_cluster if needed, create the system databases and the partitioned "
+        "consolidated database with its indexes and _security. Idempotent.",
+    )
+    _common(p)
+    p.add_argument("--nodes", help="comma list of Erlang node names [COUCHDB_NODES]")
+    p.add_argument("--database", help="consolidated database [COUCHDB_DATABASE]")
+    p.add_argument("--shards", type=int, help="q of the database [COUCHDB_SHARDS]")
+    p.add_argument("--replicas", type=int, help="n of the database [COUCHDB_REPLICAS]")
+    p.add_argument(
+        "--setup-timeout-seconds", type=float, help="bound [COUCHDB_SETUP_TIMEOUT_SECONDS]"
+    )
+
+    p = sub.add_parser(
+        "purge",
+        help="GDPR purge of everything older than the retention",
+        description="Purge every document older than PURGE_RETENTION_DAYS (30 by default, "
+        "never more) from every database that holds data, all revisions included.",
+    )
+    _common(p)
+    p.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
+    p.add_argument("--retention-days", type=int, help="1..30 [PURGE_RETENTION_DAYS]")
+    p.add_argument("--timestamp-field", help="creation timestamp field [PURGE_TIMESTAMP_FIELD]")
+    p.add_argument("--database", action="append", help="only this database (repeatable)")
+    p.add_argument("--concurrency", type=int, help="purge requests in flight [PURGE_CONCURRENCY]")
+    p.add_argument("--max-batches", type=int, help="stop after N purge requests (throttle)")
+    p.add_argument(
+        "--no-compact", action="store_true", help="do not compact after purging [PURGE_COMPACT]"
+    )
+
+    p = sub.add_parser(
+        "backup",
+        help="back up every database with data, attachments included",
+        description="Write every non-system database (documents and attachments) to "
+        "compressed files with a manifest, atomically; then delete expired backups.",
+    )
+    _common(p)
+    p.add_argument("--backup-dir", help="[BACKUP_DIR]")
+    p.add_argument("--retention-days", type=int, help="1..30 [BACKUP_RETENTION_DAYS]")
+    p.add_argument("--database", action="append", help="only this database (repeatable)")
+    p.add_argument("--concurrency", type=int, help="parallel reads [BACKUP_CONCURRENCY]")
+
+    p = sub.add_parser(
+        "restore",
+        help="restore a backup into absent or empty databases",
+        description="Restore databases from a backup; a target that holds anything is refused.",
+    )
+    _common(p)
+    p.add_argument("--from", dest="source", required=True, help="backup dir, id, or 'latest'")
+    p.add_argument("--backup-dir", help="[BACKUP_DIR]")
+    p.add_argument(
+        "--database",
+        action="append",
+        metavar="NAME[=TARGET]",
+        help="restore only this database, optionally under another name (repeatable)",
+    )
+    p.add_argument("--concurrency", type=int, help="parallel writes [BACKUP_CONCURRENCY]")
+
+    p = sub.add_parser(
+        "verify",
+        help="check a backup's files, counts and checksums",
+        description="Check a backup against its manifest; with --live, also compare each "
+        "database's content with the live database (e.g. after a test restore).",
+    )
+    _common(p)
+    p.add_argument("--backup", help="backup dir, id, or 'latest' (default)")
+    p.add_argument("--backup-dir", help="[BACKUP_DIR]")
+    p.add_argument("--database", action="append", metavar="NAME[=TARGET]")
+    p.add_argument("--live", action="store_true", help="compare with the live databases")
+
+    p = sub.add_parser(
+        "consolidate",
+        help="migrate userdb-<hex> databases into the partitioned database",
+        description="Copy every legacy per-user database into the consolidated partitioned "
+        "database (partition = keyed pseudonym of the user), verify per-user counts, and "
+        "optionally delete verified sources. Idempotent and resumable.",
+    )
+    _common(p)
+    p.add_argument("--database", help="target database [COUCHDB_DATABASE]")
+    p.add_argument("--delete-sources", action="store_true", help="delete verified sources")
+    p.add_argument("--concurrency", type=int, help="workers [CONSOLIDATE_CONCURRENCY]")
+    p.add_argument("--limit", type=int, help="migrate at most N sources this run")
+    p.add_argument(
+        "--partition-secret-file", help="key of the partition pseudonyms [USER_PARTITION_SECRET]"
+    )
+    return parser
+
+
+FLAGS = {
+    "purge_retention_days": "--retention-days",
+    "backup_retention_days": "--retention-days",
+    "purge_concurrency": "--concurrency",
+    "backup_concurrency": "--concurrency",
+    "consolidate_concurrency": "--concurrency",
+    "purge_timestamp_field": "--timestamp-field",
+    "admin_password": "--admin-password-file",
+    "user_partition_secret": "--partition-secret-file",
+}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    get = args.__dict__.get
+    out: dict[str, Any] = {
+        "couchdb_url": get("couchdb_url"),
+        "admin_user": get("admin_user"),
+        "environment": get("environment"),
+        "pushgateway_url": get("pushgateway_url"),
+        "http_timeout_seconds": get("http_timeout_seconds"),
+        "nodes": get("nodes"),
+        "shards": get("shards"),
+        "replicas": get("replicas"),
+        "setup_timeout_seconds": get("setup_timeout_seconds"),
+        "purge_timestamp_field": get("timestamp_field"),
+        "backup_dir": get("backup_dir"),
+    }
+    if get("admin_password_file"):
+        out["admin_password"] = read_secret_file("--admin-password-file", args.admin_password_file)
+    if get("partition_secret_file"):
+        out["user_partition_secret"] = read_secret_file(
+            "--partition-secret-file", args.partition_secret_file
+        )
+    if args.command in ("cluster-setup", "consolidate"):
+        out["database"] = get("database")
+    if args.command == "purge":
+        out["purge_retention_days"] = get("retention_days")
+        out["purge_concurrency"] = get("concurrency")
+        if args.no_compact:
+            out["purge_compact"] = False
+    if args.command == "backup":
+        out["backup_retention_days"] = get("retention_days")
+    if args.command in ("backup", "restore"):
+        out["backup_concurrency"] = get("concurrency")
+    if args.command == "consolidate":
+        out["consolidate_concurrency"] = get("concurrency")
+    return out
+
+
+def connect(settings: Settings) -> Couch:
+    return Couch(
+        settings.couchdb_url,
+        settings.credentials(),
+        timeout=settings.http_timeout_seconds,
+        retries=settings.http_retries,
+    )
+
+
+def _cluster_setup(args: argparse.Namespace, settings: Settings) -> Counts:
+    report = cluster_setup(connect(settings), settings)
+    return {"changes": len(report.changes), "warnings": len(report.warnings), "nodes": report.nodes}
+
+
+def _purge(args: argparse.Namespace, settings: Settings) -> Counts:
+    options = PurgeOptions(
+        retention_days=settings.purge_retention_days,
+        timestamp_field=settings.purge_timestamp_field,
+        dry_run=args.dry_run,
+        concurrency=settings.purge_concurrency,
+        compact=settings.purge_compact,
+        max_batches=args.max_batches,
+    )
+    return purge(connect(settings), options, args.database).counts()
+
+
+def _backup(args: argparse.Namespace, settings: Settings) -> Counts:
+    result = backup(
+        connect(settings),
+        settings.require_backup_dir(),
+        retention_days=settings.backup_retention_days,
+        databases=args.database,
+        concurrency=settings.backup_concurrency,
+    )
+    totals = result.manifest["totals"]
+    return {
+        "databases": totals["databases"],
+        "documents": totals["documents"],
+        "attachments": totals["attachments"],
+        "bytes": totals["bytes"],
+        "expired_deleted": len(result.deleted),
+    }
+
+
+def _restore(args: argparse.Namespace, settings: Settings) -> Counts:
+    path = resolve_backup(settings.backup_dir, args.source)
+    result = restore(
+        connect(settings),
+        path,
+        mapping=parse_mapping(args.database),
+        concurrency=settings.backup_concurrency,
+    )
+    return {k: float(v) for k, v in result.items()}
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> Counts:
+    path = resolve_backup(settings.backup_dir, args.backup)
+    result = verify(
+        path,
+        couch=connect(settings) if args.live else None,
+        mapping=parse_mapping(args.database),
+        live=args.live,
+    )
+    return {k: float(v) for k, v in result.items()}
+
+
+def _consolidate(args: argparse.Namespace, settings: Settings) -> Counts:
+    if settings.user_partition_secret is None:
+        raise SettingsError(
+            "consolidate needs USER_PARTITION_SECRET or USER_PARTITION_SECRET_FILE: the key "
+            "that turns user names into partition pseudonyms (shared with the web application)"
+        )
+    stats = consolidate(
+        connect(settings),
+        settings.database,
+        settings.user_partition_secret.get_secret_value().encode("utf-8"),
+        concurrency=settings.consolidate_concurrency,
+        delete_sources=args.delete_sources,
+        limit=args.limit,
+    )
+    if stats.failures:
+        raise OpsError(
+            f"{stats.sources_failed + stats.sources_invalid_name} of "
+            f"{stats.sources + stats.sources_invalid_name} sources not migrated; first: "
+            f"{stats.failures[0]}"
+        )
+    return stats.counts()
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Counts]] = {
+    "cluster-setup": _cluster_setup,
+    "purge": _purge,
+    "backup": _backup,
+    "restore": _restore,
+    "verify": _verify,
+    "consolidate": _consolidate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    operation: str = args.command
+    configure(args.log_level, operation=operation)
+    log = logger()
+    started = time.monotonic()
+    settings: Settings | None = None
+    counts: Counts = {}
+    code = 0
+    reason = ""
+    try:
+        settings = load_settings(os.environ, _overrides(args), FLAGS)
+        log.info("couchops.start", version=__version__, couchdb=settings.couchdb_url)
+        counts = COMMANDS[operation](args, settings)
+    except OpsError as exc:
+        code, reason = exc.exit_code, str(exc)
+    except KeyboardInterrupt:
+        code, reason = 130, "interrupted"
+    except Exception as exc:
+        log.exception("couchops.internal_error")
+        code, reason = 70, f"internal error: {type(exc).__name__}: {exc}"
+    duration = time.monotonic() - started
+    environment = settings.environment if settings else os.environ.get("ENVIRONMENT", "dev")
+    gateway = settings.pushgateway_url if settings else os.environ.get("PUSHGATEWAY_URL")
+    registry = build_registry(
+        operation, success=code == 0, duration_seconds=duration, counts=counts
+    )
+    push(gateway or None, operation, environment, registry)
+    if code:
+        log.error("couchops.failed", reason=reason, exit_code=code)
+        print(f"couchops {operation}: {reason}", file=sys.stderr, flush=True)
+        return code
+    log.info("couchops.succeeded", duration_seconds=round(duration, 3))
+    print(json.dumps({"operation": operation, "ok": True, **counts}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

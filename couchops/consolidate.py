@@ -1,0 +1,272 @@
+"""`consolidate`: migrate legacy per-user databases into the single partitioned database.
+
+Each ``userdb-<hex>`` source's documents are read (winning revisions, conflicting leaves too,
+attachments inline) and written to the target under ``<partition>:<id>`` with their revision
+ids kept (``_bulk_docs`` with ``new_edits=false``), so a second run writes nothing new: the
+migration is idempotent, and a run killed midway is finished by running it again.
+
+No replication is started: workers read many small sources each and write them to the target
+in large batches, which keeps 50,000 sources practical (the replicator runs at most a few
+hundred jobs at once, and one replication per database costs far more than one read).
+
+After writing a group of sources, every expected id is looked up in the target; a source is
+*verified* when all its documents are there (per-user counts equal), re-reading within a bound
+because a fresh write may not have reached every copy yet. Only a verified source may be
+deleted (``--delete-sources``). Design documents of sources are not migrated (counted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from couchops.couch import JSON, Couch, db_path, doc_path
+from couchops.errors import CouchError, OpsError
+from couchops.log import logger
+from couchops.partition import USERDB_PREFIX, consolidated_id, partition_key, user_from_userdb
+
+READ_PAGE = 1000
+WRITE_BATCH = 2000
+VERIFY_BATCH = 2000
+
+
+@dataclass
+class ConsolidateStats:
+    sources: int = 0
+    sources_verified: int = 0
+    sources_failed: int = 0
+    sources_deleted: int = 0
+    sources_invalid_name: int = 0
+    documents_copied: int = 0
+    documents_verified: int = 0
+    conflict_revisions_copied: int = 0
+    design_documents_skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, other: ConsolidateStats) -> None:
+        for name, value in other.__dict__.items():
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+        self.failures.extend(other.failures)
+
+    def counts(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.__dict__.items() if isinstance(v, int)}
+
+
+@dataclass
+class _Source:
+    name: str
+    partition: str
+    expected: dict[str, str] = field(default_factory=dict)
+    """New id -> winning revision written."""
+
+
+def _read_source(couch: Couch, source: _Source, stats: ConsolidateStats) -> list[JSON]:
+    docs: list[JSON] = []
+    params: dict[str, Any] = {
+        "include_docs": True,
+        "attachments": True,
+        "conflicts": True,
+        "limit": READ_PAGE,
+    }
+    while True:
+        rows = couch.get(f"{db_path(source.name)}/_all_docs", params=params).get("rows", [])
+        for row in rows:
+            doc = row.get("doc")
+            if not doc:
+                continue
+            old_id = str(doc["_id"])
+            if old_id.startswith("_design/"):
+                stats.design_documents_skipped += 1
+                continue
+            conflicts = doc.pop("_conflicts", None)
+            new_id = consolidated_id(source.partition, old_id)
+            docs.append({**doc, "_id": new_id})
+            source.expected[new_id] = str(doc["_rev"])
+            if conflicts:
+                for leaf in _conflict_leaves(couch, source.name, old_id, conflicts):
+                    docs.append({**leaf, "_id": new_id})
+                    stats.conflict_revisions_copied += 1
+        if len(rows) < READ_PAGE:
+            return docs
+        params = {**params, "startkey": rows[-1]["id"], "skip": 1}
+
+
+def _conflict_leaves(couch: Couch, db: str, doc_id: str, revs: list[str]) -> list[JSON]:
+    answer = couch.get(
+        doc_path(db, doc_id),
+        params={"open_revs": revs, "attachments": True, "latest": True},
+    )
+    return [item["ok"] for item in answer if isinstance(item, dict) and "ok" in item]
+
+
+def _write(couch: Couch, target: str, docs: list[JSON]) -> dict[str, str]:
+    """Write with revision ids kept; answers {id: error} for refused documents."""
+    refused: dict[str, str] = {}
+    for start in range(0, len(docs), WRITE_BATCH):
+        chunk = docs[start : start + WRITE_BATCH]
+        body = json.dumps({"new_edits": False, "docs": chunk}, separators=(",", ":")).encode()
+        response = couch.request(
+            "POST",
+            f"{db_path(target)}/_bulk_docs",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            ok=(201, 202),
+        )
+        for result in response.json():
+            if isinstance(result, dict) and result.get("error"):
+                refused[str(result.get("id"))] = f"{result['error']}: {result.get('reason', '')}"
+    return refused
+
+
+def _present(couch: Couch, target: str, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), VERIFY_BATCH):
+        rows = couch.post(
+            f"{db_path(target)}/_all_docs", {"keys": ids[start : start + VERIFY_BATCH]}
+        ).get("rows", [])
+        for row in rows:
+            value = row.get("value") or {}
+            if "error" not in row and not value.get("deleted"):
+                found.add(str(row["key"]))
+    return found
+
+
+def _process_group(
+    couch: Couch,
+    target: str,
+    names: list[str],
+    *,
+    secret: bytes,
+    delete_sources: bool,
+    verify_timeout: float,
+    sleep: Callable[[float], None],
+) -> ConsolidateStats:
+    log = logger()
+    stats = ConsolidateStats()
+    sources: list[_Source] = []
+    docs: list[JSON] = []
+    for name in names:
+        user = user_from_userdb(name)
+        if user is None:
+            stats.sources_invalid_name += 1
+            stats.failures.append(f"{name}: not userdb-<hex of a UTF-8 user name>")
+            log.error("consolidate.invalid_source_name", source=name)
+            continue
+        source = _Source(name, partition_key(user, secret))
+        try:
+            docs.extend(_read_source(couch, source, stats))
+        except CouchError as exc:
+            if exc.status == 404:
+                continue
+            raise
+        sources.append(source)
+        stats.sources += 1
+    refused = _write(couch, target, docs) if docs else {}
+    stats.documents_copied += len(docs)
+    expected = [new_id for s in sources for new_id in s.expected]
+    deadline = time.monotonic() + verify_timeout
+    found = _present(couch, target, expected)
+    while len(found) < len(expected) and time.monotonic() < deadline:
+        sleep(0.5)
+        found = _present(couch, target, expected)
+    for source in sources:
+        missing = [i for i in source.expected if i not in found]
+        if missing:
+            stats.sources_failed += 1
+            reason = refused.get(missing[0], "not found in the target")
+            stats.failures.append(
+                f"{source.name}: {len(missing)} of {len(source.expected)} documents missing "
+                f"in {target} (first {missing[0]}: {reason})"
+            )
+            log.error(
+                "consolidate.source_unverified",
+                source=source.name,
+                expected=len(source.expected),
+                found=len(source.expected) - len(missing),
+            )
+            continue
+        stats.sources_verified += 1
+        stats.documents_verified += len(source.expected)
+        if delete_sources:
+            couch.request("DELETE", db_path(source.name), ok=(200, 202, 404))
+            stats.sources_deleted += 1
+    return stats
+
+
+def _groups(names: Iterator[str], size: int) -> Iterator[list[str]]:
+    group: list[str] = []
+    for name in names:
+        group.append(name)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def consolidate(
+    couch: Couch,
+    target: str,
+    secret: bytes,
+    *,
+    concurrency: int = 8,
+    delete_sources: bool = False,
+    limit: int | None = None,
+    group_size: int = 50,
+    verify_timeout: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> ConsolidateStats:
+    log = logger()
+    info = couch.db_info(target)
+    if info is None:
+        raise OpsError(
+            f"target database {target} does not exist: run `couchops cluster-setup` first"
+        )
+    props = info.get("props")
+    if props is not None and not props.get("partitioned"):
+        raise OpsError(f"target database {target} is not partitioned")
+    started = clock()
+    names: Iterator[str] = (n for n in couch.all_dbs(prefix=USERDB_PREFIX) if n != target)
+    if limit is not None:
+        names = (n for i, n in enumerate(names) if i < limit)
+    total = ConsolidateStats()
+    window: deque[Future[ConsolidateStats]] = deque()
+    log.info("consolidate.start", target=target, concurrency=concurrency, delete=delete_sources)
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for group in _groups(names, group_size):
+            window.append(
+                pool.submit(
+                    _process_group,
+                    couch,
+                    target,
+                    group,
+                    secret=secret,
+                    delete_sources=delete_sources,
+                    verify_timeout=verify_timeout,
+                    sleep=sleep,
+                )
+            )
+            while len(window) >= 2 * concurrency:
+                total.add(window.popleft().result())
+                if total.sources % 1000 < group_size:
+                    log.info("consolidate.progress", sources=total.sources)
+        while window:
+            total.add(window.popleft().result())
+    duration = clock() - started
+    log.info(
+        "consolidate.summary",
+        duration_seconds=round(duration, 3),
+        sources_per_second=round(total.sources / duration, 1) if duration else 0,
+        **total.counts(),
+    )
+    if total.failures:
+        for failure in total.failures[:20]:
+            log.error("consolidate.failure", detail=failure)
+    return total

@@ -1,0 +1,228 @@
+"""A small CouchDB HTTP client: requests with timeouts, bounded retries with backoff, clear errors.
+
+Every request couchops sends is idempotent (reads; ``_bulk_docs`` with ``new_edits=false``;
+``_purge`` of given revisions; ``PUT`` of fixed content), so every method may be retried on a
+connection error, a timeout or a 429/5xx answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from couchops.errors import CouchError
+
+JSON = dict[str, Any]
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+# View-style query parameters that CouchDB reads as JSON values.
+_JSON_PARAMS = frozenset(
+    {"key", "keys", "startkey", "endkey", "start_key", "end_key", "open_revs", "since"}
+)
+
+
+def db_path(db: str) -> str:
+    """The URL path of a database (names may hold '/', which must be escaped)."""
+    return "/" + quote(db, safe="")
+
+
+def doc_path(db: str, doc_id: str) -> str:
+    """The URL path of a document; design and local documents keep their prefix's slash."""
+    for prefix in ("_design/", "_local/"):
+        if doc_id.startswith(prefix):
+            return f"{db_path(db)}/{prefix}{quote(doc_id[len(prefix) :], safe='')}"
+    return f"{db_path(db)}/{quote(doc_id, safe='')}"
+
+
+def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Query parameters as CouchDB expects them: booleans lower-case, view keys as JSON."""
+    out: dict[str, str] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        elif name in _JSON_PARAMS and not (name == "since" and isinstance(value, str)):
+            out[name] = json.dumps(value, separators=(",", ":"))
+        else:
+            out[name] = str(value)
+    return out
+
+
+class Couch:
+    """One CouchDB server (or cluster behind one URL), with admin credentials when given."""
+
+    def __init__(
+        self,
+        url: str,
+        credentials: tuple[str, str] | None = None,
+        *,
+        timeout: float = 60.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        pool_size: int = 32,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.user = credentials[0] if credentials else None
+        self.timeout = timeout
+        self._is_couchdb: bool | None = None
+        self.session = requests.Session()
+        if credentials:
+            self.session.auth = credentials
+        self.session.headers.update({"Accept": "application/json"})
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=0,
+            backoff_factor=backoff,
+            backoff_max=10.0,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=None,
+            raise_on_status=False,
+            respect_retry_after_header=True,
+        )
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def is_apache_couchdb(self) -> bool:
+        """Whether the server says it is Apache CouchDB (other servers of the protocol, such as
+        pouchdb-server, lack some of its features and crash on some requests)."""
+        if self._is_couchdb is None:
+            welcome = self.get("/")
+            self._is_couchdb = isinstance(welcome, dict) and "couchdb" in welcome
+        return self._is_couchdb
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201, 202),
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> requests.Response:
+        """Send one request; answer the response if its status is in ``ok``, else raise."""
+        hdrs = dict(headers or {})
+        payload = data
+        if body is not None:
+            payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            hdrs.setdefault("Content-Type", "application/json")
+        wait = timeout if timeout is not None else self.timeout
+        try:
+            response = self.session.request(
+                method,
+                self.url + path,
+                params=encode_params(params or {}),
+                data=payload,
+                headers=hdrs,
+                timeout=(min(10.0, wait), wait),
+                stream=stream,
+            )
+        except requests.exceptions.Timeout as exc:
+            raise CouchError(
+                f"CouchDB at {self.url} did not answer {method} {path} within {wait:g}s"
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise CouchError(f"CouchDB at {self.url} is unreachable ({_root_cause(exc)})") from exc
+        except requests.exceptions.RequestException as exc:
+            raise CouchError(f"{method} {path} failed: {_root_cause(exc)}") from exc
+        if response.status_code in ok:
+            return response
+        raise self._error(method, path, response)
+
+    def _error(self, method: str, path: str, response: requests.Response) -> CouchError:
+        status = response.status_code
+        error, reason = "", ""
+        try:
+            payload = response.json()
+            if isinstance(payload, dict):
+                error = str(payload.get("error", ""))
+                reason = str(payload.get("reason", ""))
+        except ValueError:
+            reason = response.text[:200].strip()
+        if status == 401:
+            who = f"user '{self.user}'" if self.user else "an anonymous client"
+            message = f"CouchDB at {self.url} refused the credentials of {who} (401 {error})"
+        elif status == 403:
+            message = f"{method} {path} is forbidden for user '{self.user}' (403: {reason})"
+        else:
+            detail = f"{error}: {reason}" if reason else error
+            message = f"{method} {path} failed: HTTP {status} {detail}".rstrip(": ")
+        return CouchError(message.replace("\n", " "), status=status, error=error or None)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.json("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any, **kwargs: Any) -> Any:
+        return self.json("POST", path, body=body, **kwargs)
+
+    def put(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.json("PUT", path, body=body, **kwargs)
+
+    def db_info(self, db: str) -> JSON | None:
+        """The database's info, or None when it does not exist."""
+        response = self.request("GET", db_path(db), ok=(200, 404))
+        if response.status_code == 404:
+            return None
+        info: JSON = response.json()
+        return info
+
+    def all_dbs(self, prefix: str = "", page: int = 10_000) -> Iterator[str]:
+        """Database names in order, paged (servers that ignore paging are filtered here)."""
+        start: str | None = prefix or None
+        skip_first = False
+        while True:
+            params: dict[str, Any] = {"limit": page}
+            if start is not None:
+                params["startkey"] = start
+            if prefix:
+                params["endkey"] = prefix + "\ufff0"
+            names: list[str] = self.get("/_all_dbs", params=params)
+            fresh = names[1:] if skip_first and names and names[0] == start else names
+            for name in fresh:
+                if name.startswith(prefix):
+                    yield name
+            if len(names) < page:
+                return
+            start, skip_first = names[-1], True
+
+    def get_doc(self, db: str, doc_id: str) -> JSON | None:
+        response = self.request("GET", doc_path(db, doc_id), ok=(200, 404))
+        if response.status_code == 404:
+            return None
+        doc: JSON = response.json()
+        return doc
+
+    def put_doc(self, db: str, doc: JSON) -> None:
+        """Create or update a document (``_rev`` in it when updating)."""
+        self.request("PUT", doc_path(db, doc["_id"]), body=doc)
+
+
+def _root_cause(exc: BaseException) -> str:
+    cause: BaseException = exc
+    while cause.__context__ is not None and cause.__context__ is not cause:
+        cause = cause.__context__
+    text = str(cause) or type(cause).__name__
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "host name not found"
+    return text.splitlines()[0][:200]

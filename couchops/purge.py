@@ -1,0 +1,480 @@
+"""`purge`: the GDPR purge. Everything older than the retention is removed for good.
+
+A document's age is the timestamp in its winning revision (``PURGE_TIMESTAMP_FIELD``). A
+document older than the cutoff (``now - PURGE_RETENTION_DAYS``, strictly older) is purged with
+``POST /{db}/_purge``, every leaf revision at once (winner, conflicts, deleted leaves), which
+removes the document, its old revision bodies and attachments from every API: reads by id or
+``?rev=``, ``_all_docs``, ``_changes`` (with ``include_docs``), Mango indexes and views. Then
+the database's indexes are brought up to date (so not even a ``stable``/``update=false`` read
+shows the document) and, by default, the database and its indexes are compacted (so the bytes
+leave the disk too).
+
+Documents whose winning revision has no valid timestamp (missing, not ISO-8601 with an explicit
+offset, more than an hour in the future), tombstones without one included, follow one rule:
+they are reported, and recorded with the time a purge run first saw them in the database's
+``_local/couchops-purge-untimed`` document; once first seen more than the retention ago, they
+are purged like any old document. Nothing can thus stay forever by lacking a date.
+
+The run is resumable by construction: it decides from what is in the database now, so a run
+killed midway leaves the rest for the next run, which finishes the work. Requests stay within
+CouchDB's purge limits (100 document ids and 1000 revisions per request by default).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+from couchops.couch import JSON, Couch, db_path
+from couchops.errors import CouchError, OpsError
+from couchops.log import logger
+from couchops.timestamps import FUTURE_TOLERANCE, iso, parse_timestamp
+
+MAX_IDS_PER_REQUEST = 100
+MAX_REVS_PER_REQUEST = 1000
+LEDGER_ID = "_local/couchops-purge-untimed"
+LEDGER_MAX_ENTRIES = 100_000
+"""About 7 MB of ledger, under CouchDB's default 8 MB document limit."""
+CHANGES_PAGE = 2000
+# A Mango regex (Erlang re) equal to couchops.timestamps' accepted shape.
+_ISO_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    doc_id: str
+    revs: tuple[str, ...]
+    reason: str
+    timestamp: str | None
+
+
+@dataclass
+class PurgeStats:
+    databases: int = 0
+    documents_scanned: int = 0
+    documents_purged: int = 0
+    revisions_purged: int = 0
+    documents_invalid_timestamp: int = 0
+    documents_untimed_deleted: int = 0
+    documents_untimed_purged: int = 0
+    documents_would_purge: int = 0
+    requests_without_quorum: int = 0
+    batches: int = 0
+    complete: bool = True
+
+    def counts(self) -> dict[str, float]:
+        return {
+            "databases": self.databases,
+            "documents_scanned": self.documents_scanned,
+            "documents_purged": self.documents_purged,
+            "revisions_purged": self.revisions_purged,
+            "documents_invalid_timestamp": self.documents_invalid_timestamp,
+            "documents_untimed_deleted": self.documents_untimed_deleted,
+            "documents_untimed_purged": self.documents_untimed_purged,
+            "documents_would_purge": self.documents_would_purge,
+            "requests_without_quorum": self.requests_without_quorum,
+            "complete": 1 if self.complete else 0,
+        }
+
+
+@dataclass
+class PurgeOptions:
+    retention_days: int
+    timestamp_field: str = "createdAt"
+    dry_run: bool = False
+    concurrency: int = 4
+    compact: bool = True
+    max_batches: int | None = None
+    now: datetime | None = None
+    max_ids: int = MAX_IDS_PER_REQUEST
+    max_revs: int = MAX_REVS_PER_REQUEST
+    listing: TextIO = field(default_factory=lambda: sys.stdout)
+
+
+def cutoff_for(now: datetime, retention_days: int) -> datetime:
+    return now - timedelta(days=retention_days)
+
+
+def prefilter(timestamp_field: str, cutoff: datetime, now: datetime) -> JSON:
+    """A Mango selector that keeps a superset of what may be purged, for the server to apply.
+
+    Timestamps compare as text there, so it widens the window by a day on each side (more
+    than any UTC offset); the exact decision is made here, on the instant.
+    """
+    upper = iso(cutoff + timedelta(days=1))
+    future = iso(now + FUTURE_TOLERANCE - timedelta(days=1))
+    f = timestamp_field
+    return {
+        "$or": [
+            {f: {"$lt": upper}},
+            {f: {"$gt": future}},
+            {f: {"$exists": False}},
+            {f: {"$not": {"$type": "string"}}},
+            {f: {"$not": {"$regex": _ISO_REGEX}}},
+        ]
+    }
+
+
+class _Ledger:
+    """First sightings of documents without a valid timestamp, kept in the database itself."""
+
+    def __init__(self, couch: Couch, db: str) -> None:
+        self.couch = couch
+        self.db = db
+        self.doc = couch.get_doc(db, LEDGER_ID) or {"_id": LEDGER_ID}
+        self.previous: dict[str, str] = dict(self.doc.get("first_seen") or {})
+        self.seen: dict[str, str] = {}
+
+    def first_seen(self, doc_id: str, now: datetime) -> datetime:
+        text = self.previous.get(doc_id) or iso(now)
+        self.seen[doc_id] = text
+        return parse_timestamp(text, now) or now
+
+    def forget(self, doc_id: str) -> None:
+        self.seen.pop(doc_id, None)
+
+    def save(self, complete: bool) -> None:
+        entries = self.seen if complete else {**self.previous, **self.seen}
+        if entries == self.previous:
+            return
+        if len(entries) > LEDGER_MAX_ENTRIES:
+            raise OpsError(
+                f"{self.db}: {len(entries)} documents without a valid timestamp, more than "
+                f"the ledger holds ({LEDGER_MAX_ENTRIES}); fix the documents' timestamps"
+            )
+        self.couch.put_doc(self.db, {**self.doc, "first_seen": dict(sorted(entries.items()))})
+
+
+def databases_to_purge(couch: Couch, only: list[str] | None) -> list[str]:
+    """Every database that holds data (all but the system ones), or the ones named."""
+    if only:
+        for name in only:
+            if couch.db_info(name) is None:
+                raise OpsError(f"database {name} does not exist")
+        return list(only)
+    return [name for name in couch.all_dbs() if not name.startswith("_")]
+
+
+def scan_changes(
+    couch: Couch, db: str, selector: JSON | None, page: int = CHANGES_PAGE
+) -> Iterator[JSON]:
+    """Every change of the database (winning document and all leaf revisions), paged.
+
+    With a selector the server filters (`filter=_selector`); a server that refuses it is
+    scanned whole.
+    """
+    since: Any = 0
+    path = f"{db_path(db)}/_changes"
+    use_selector = selector is not None
+    while True:
+        params: dict[str, Any] = {
+            "style": "all_docs",
+            "include_docs": True,
+            "limit": page,
+            "since": since,
+        }
+        try:
+            if use_selector:
+                body = couch.post(
+                    path, {"selector": selector}, params={**params, "filter": "_selector"}
+                )
+            else:
+                body = couch.get(path, params=params)
+        except CouchError as exc:
+            if use_selector and exc.status in (400, 404, 500):
+                logger().warning("purge.server_filter_unsupported", database=db, error=str(exc))
+                use_selector = False
+                continue
+            raise
+        results = body.get("results") or []
+        yield from results
+        since = body.get("last_seq", since)
+        if not results or body.get("pending") == 0:
+            return
+
+
+def decide(
+    change: JSON, field_name: str, cutoff: datetime, now: datetime, ledger: _Ledger | None
+) -> tuple[Candidate | None, str]:
+    """What to do with one document: (candidate or None, kind) where kind tells why."""
+    doc: JSON = change.get("doc") or {}
+    doc_id = str(change["id"])
+    revs = tuple(str(c["rev"]) for c in change.get("changes", []) if "rev" in c)
+    raw = doc.get(field_name)
+    instant = parse_timestamp(raw, now)
+    if instant is not None:
+        if ledger is not None:
+            ledger.forget(doc_id)
+        if instant < cutoff:
+            return Candidate(doc_id, revs, "older than the retention", iso(instant)), "old"
+        return None, "young"
+    deleted = bool(change.get("deleted") or doc.get("_deleted"))
+    kind = "untimed_deleted" if deleted else "invalid_timestamp"
+    first = ledger.first_seen(doc_id, now) if ledger is not None else now
+    if first < cutoff:
+        if ledger is not None:
+            ledger.forget(doc_id)
+        reason = f"no valid timestamp, first seen {iso(first)}"
+        return Candidate(doc_id, revs, reason, None), kind + "_due"
+    return None, kind
+
+
+def batches(
+    candidates: Iterator[Candidate], max_ids: int, max_revs: int
+) -> Iterator[tuple[JSON, frozenset[str]]]:
+    """`_purge` request bodies within the server's limits on ids and revisions, each with the
+    ids it continues (a document with more leaves than one request may carry is spread over
+    several requests, and counted once)."""
+    body: JSON = {}
+    continued: set[str] = set()
+    rev_count = 0
+    for cand in candidates:
+        revs = list(cand.revs)
+        for start in range(0, len(revs), max_revs):
+            chunk = revs[start : start + max_revs]
+            full = len(body) >= max_ids or rev_count + len(chunk) > max_revs
+            if body and (full or cand.doc_id in body):
+                yield body, frozenset(continued)
+                body, rev_count, continued = {}, 0, set()
+            body[cand.doc_id] = chunk
+            if start:
+                continued.add(cand.doc_id)
+            rev_count += len(chunk)
+    if body:
+        yield body, frozenset(continued)
+
+
+def purge_request(
+    couch: Couch, db: str, body: JSON, continued: frozenset[str] = frozenset()
+) -> tuple[int, int, bool]:
+    """One `_purge`: answers (documents purged, revisions purged, quorum reached)."""
+    response = couch.request("POST", f"{db_path(db)}/_purge", body=body, ok=(200, 201, 202))
+    purged = response.json().get("purged") or {}
+    revisions = sum(len(v) for v in purged.values())
+    documents = sum(1 for doc_id, v in purged.items() if v and doc_id not in continued)
+    return documents, revisions, response.status_code != 202
+
+
+def refresh_indexes(couch: Couch, db: str, partitioned: bool) -> int:
+    """Bring every view and Mango index up to date, so purged documents leave them now."""
+    rows = couch.get(
+        f"{db_path(db)}/_all_docs",
+        params={"startkey": "_design/", "endkey": "_design0", "include_docs": True},
+    ).get("rows", [])
+    refreshed = 0
+    for row in rows:
+        ddoc = row.get("doc") or {}
+        views: JSON = ddoc.get("views") or {}
+        if not views:
+            continue
+        name = str(row["id"])[len("_design/") :]
+        options = ddoc.get("options") or {}
+        in_partition = partitioned and options.get("partitioned", True) is not False
+        prefix = f"{db_path(db)}/_partition/couchops" if in_partition else db_path(db)
+        view_name, view = next(iter(views.items()))
+        if ddoc.get("language") == "query":
+            fields = ((view.get("options") or {}).get("def") or {}).get("fields") or []
+            first = fields[0] if fields else "_id"
+            key = next(iter(first)) if isinstance(first, dict) else str(first)
+            couch.post(
+                f"{prefix}/_find",
+                {
+                    "selector": {key: {"$gt": None}},
+                    "use_index": [f"_design/{name}", view_name],
+                    "limit": 1,
+                    "fields": ["_id"],
+                },
+            )
+        else:
+            couch.get(f"{prefix}/_design/{name}/_view/{view_name}", params={"limit": 0})
+        refreshed += 1
+    return refreshed
+
+
+def compact(couch: Couch, db: str) -> None:
+    """Compact the database and its view indexes, so purged bytes leave the disk."""
+    couch.request("POST", f"{db_path(db)}/_compact", body={}, ok=(200, 202))
+    rows = couch.get(
+        f"{db_path(db)}/_all_docs", params={"startkey": "_design/", "endkey": "_design0"}
+    ).get("rows", [])
+    for row in rows:
+        name = str(row["id"])[len("_design/") :]
+        couch.request("POST", f"{db_path(db)}/_compact/{name}", body={}, ok=(200, 202, 404))
+
+
+class _DatabasePurge:
+    """One database's purge: scan and decide in this thread, purge in a pool of workers."""
+
+    def __init__(
+        self, couch: Couch, db: str, options: PurgeOptions, stats: PurgeStats, now: datetime
+    ) -> None:
+        self.couch = couch
+        self.db = db
+        self.options = options
+        self.stats = stats
+        self.now = now
+        self.cutoff = cutoff_for(now, options.retention_days)
+        self.log = logger().bind(database=db)
+        self.ledger = _Ledger(couch, db)
+        self.purged_here = 0
+        self.since_refresh = 0
+        self.invalid_listed = 0
+
+    def candidates(self) -> Iterator[Candidate]:
+        seen: set[str] = set()
+        selector = (
+            prefilter(self.options.timestamp_field, self.cutoff, self.now)
+            if self.couch.is_apache_couchdb()
+            else None
+        )
+        for change in scan_changes(self.couch, self.db, selector):
+            doc_id = str(change.get("id", ""))
+            if not doc_id or doc_id.startswith("_design/") or doc_id in seen:
+                continue
+            seen.add(doc_id)
+            self.stats.documents_scanned += 1
+            cand, kind = decide(
+                change, self.options.timestamp_field, self.cutoff, self.now, self.ledger
+            )
+            self._count(doc_id, kind, cand)
+            if cand is None:
+                continue
+            if self.options.dry_run:
+                self.stats.documents_would_purge += 1
+                self._list(cand)
+                continue
+            yield cand
+
+    def _count(self, doc_id: str, kind: str, cand: Candidate | None) -> None:
+        if kind.startswith("invalid_timestamp"):
+            self.stats.documents_invalid_timestamp += 1
+            if self.invalid_listed < 100:
+                self.invalid_listed += 1
+                self.log.warning(
+                    "purge.invalid_timestamp",
+                    id=doc_id,
+                    field=self.options.timestamp_field,
+                    due=cand is not None,
+                )
+        elif kind.startswith("untimed_deleted"):
+            self.stats.documents_untimed_deleted += 1
+        if cand is not None and kind.endswith("_due"):
+            self.stats.documents_untimed_purged += 1
+
+    def _list(self, cand: Candidate) -> None:
+        entry = {
+            "database": self.db,
+            "id": cand.doc_id,
+            "revisions": list(cand.revs),
+            "timestamp": cand.timestamp,
+            "reason": cand.reason,
+        }
+        self.options.listing.write(json.dumps(entry) + "\n")
+
+    def _collect(self, future: Future[tuple[int, int, bool]]) -> None:
+        docs, revs, quorum = future.result()
+        self.stats.documents_purged += docs
+        self.stats.revisions_purged += revs
+        self.purged_here += docs
+        self.since_refresh += docs
+        if not quorum:
+            self.stats.requests_without_quorum += 1
+            self.log.warning("purge.accepted_without_quorum")
+
+    def run(self, partitioned: bool) -> None:
+        options, stats = self.options, self.stats
+        # Indexes kept within the purge history CouchDB retains, so none has to be rebuilt.
+        limit = _purged_infos_limit(self.couch, self.db)
+        inflight: deque[Future[tuple[int, int, bool]]] = deque()
+        with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
+            for body, continued in batches(self.candidates(), options.max_ids, options.max_revs):
+                if options.max_batches is not None and stats.batches >= options.max_batches:
+                    stats.complete = False
+                    break
+                stats.batches += 1
+                inflight.append(pool.submit(purge_request, self.couch, self.db, body, continued))
+                self.log.debug("purge.batch", batch=stats.batches, documents=len(body))
+                while len(inflight) >= 2 * options.concurrency:
+                    self._collect(inflight.popleft())
+                if limit and self.since_refresh >= limit // 2:
+                    refresh_indexes(self.couch, self.db, partitioned)
+                    self.since_refresh = 0
+            while inflight:
+                self._collect(inflight.popleft())
+        self.log.info(
+            "purge.database_done",
+            purged=self.purged_here,
+            batches=stats.batches,
+            complete=stats.complete,
+        )
+        if options.dry_run:
+            return
+        self.ledger.save(complete=stats.complete)
+        if self.purged_here:
+            refresh_indexes(self.couch, self.db, partitioned)
+            if options.compact:
+                compact(self.couch, self.db)
+
+
+def purge_database(
+    couch: Couch, db: str, options: PurgeOptions, stats: PurgeStats, now: datetime
+) -> None:
+    info = couch.db_info(db)
+    if info is None:
+        logger().info("purge.database_gone", database=db)
+        return
+    partitioned = bool((info.get("props") or {}).get("partitioned"))
+    _DatabasePurge(couch, db, options, stats, now).run(partitioned)
+
+
+def _purged_infos_limit(couch: Couch, db: str) -> int | None:
+    response = couch.request("GET", f"{db_path(db)}/_purged_infos_limit", ok=(200, 400, 404))
+    if response.status_code != 200:
+        return None
+    value = response.json()
+    return value if isinstance(value, int) else None
+
+
+def purge(
+    couch: Couch,
+    options: PurgeOptions,
+    databases: list[str] | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> PurgeStats:
+    now = options.now or datetime.now(UTC)
+    cutoff = cutoff_for(now, options.retention_days)
+    log = logger()
+    started = clock()
+    stats = PurgeStats()
+    names = databases_to_purge(couch, databases)
+    log.info(
+        "purge.start",
+        cutoff=iso(cutoff),
+        retention_days=options.retention_days,
+        databases=len(names),
+        dry_run=options.dry_run,
+    )
+    for db in names:
+        if not stats.complete:
+            break
+        purge_database(couch, db, options, stats, now)
+        stats.databases += 1
+    duration = clock() - started
+    rate = stats.documents_purged / duration if duration > 0 else 0.0
+    log.info(
+        "purge.summary",
+        duration_seconds=round(duration, 3),
+        documents_per_second=round(rate, 1),
+        **stats.counts(),
+    )
+    if not stats.complete:
+        log.warning("purge.incomplete", reason="stopped by --max-batches; run again to finish")
+    return stats

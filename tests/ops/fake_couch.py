@@ -1,0 +1,156 @@
+"""A stateful stand-in for the CouchDB endpoints pouchdb-server lacks, for contract tests.
+
+It answers as docs.couchdb.org documents for Apache CouchDB 3.5 (status codes, bodies, the
+`_purge` limits of 100 document ids and 1000 revisions per request) and records every request,
+so a test can check both what couchops sends and how it reacts to what CouchDB answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import requests
+import responses
+
+BASE = "http://couchdb.test:5984"
+
+
+@dataclass
+class FakeDoc:
+    leaves: dict[str, dict[str, Any]]
+    deleted: set[str] = field(default_factory=set)
+
+    def winner(self) -> str:
+        live = [r for r in self.leaves if r not in self.deleted] or list(self.leaves)
+        return max(live, key=lambda r: (int(r.split("-")[0]), r))
+
+
+@dataclass
+class FakeDb:
+    docs: dict[str, FakeDoc] = field(default_factory=dict)
+    local: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seq: int = 0
+    changes: dict[str, int] = field(default_factory=dict)
+    partitioned: bool = True
+
+    def put(self, doc: dict[str, Any], rev: str | None = None, deleted: bool = False) -> str:
+        doc_id = doc["_id"]
+        entry = self.docs.setdefault(doc_id, FakeDoc({}))
+        rev = rev or f"{len(entry.leaves) + 1}-{abs(hash((doc_id, len(entry.leaves)))):x}"
+        entry.leaves[rev] = {**doc, "_id": doc_id, "_rev": rev}
+        if deleted:
+            entry.deleted.add(rev)
+            entry.leaves[rev]["_deleted"] = True
+        self.seq += 1
+        self.changes[doc_id] = self.seq
+        return rev
+
+
+class FakeCouch:
+    """Register with `responses`; `dbs` holds the state, `calls` what was asked."""
+
+    def __init__(self, mock: responses.RequestsMock, purge_status: int = 201) -> None:
+        self.dbs: dict[str, FakeDb] = {}
+        self.calls: list[tuple[str, str, Any]] = []
+        self.purge_status = purge_status
+        self.max_ids = 100
+        self.max_revs = 1000
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            mock.add_callback(method, re.compile(re.escape(BASE) + r"/.*"), callback=self._handle)
+
+    def _handle(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        url = urlsplit(str(request.url))
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body = json.loads(request.body) if request.body else None
+        self.calls.append((str(request.method), url.path, body))
+        status, payload = self.route(str(request.method), parts, query, body)
+        return status, {"Content-Type": "application/json"}, json.dumps(payload)
+
+    def route(  # noqa: PLR0911 (one answer per endpoint)
+        self, method: str, parts: list[str], query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        if parts == [""]:
+            return 200, {"couchdb": "Welcome", "version": "3.5.0", "vendor": {"name": "fake"}}
+        if parts == ["_all_dbs"]:
+            return 200, sorted(self.dbs)
+        db = self.dbs.get(parts[0])
+        if db is None:
+            return 404, {"error": "not_found", "reason": "Database does not exist."}
+        if len(parts) == 1 and method == "GET":
+            live = sum(1 for d in db.docs.values() if d.winner() not in d.deleted)
+            return 200, {
+                "db_name": parts[0],
+                "doc_count": live,
+                "doc_del_count": len(db.docs) - live,
+                "props": {"partitioned": True} if db.partitioned else {},
+            }
+        action = parts[1]
+        if action == "_local":
+            key = "/".join(parts[2:])
+            if method == "GET":
+                doc = db.local.get(key)
+                return (200, doc) if doc else (404, {"error": "not_found", "reason": "missing"})
+            db.local[key] = {**body, "_rev": "0-1"}
+            return 201, {"ok": True, "id": f"_local/{key}", "rev": "0-1"}
+        if action == "_changes":
+            return 200, self._changes(db, query)
+        if action == "_purge":
+            return self._purge(db, body)
+        if action == "_purged_infos_limit":
+            return 200, 1000
+        if action == "_all_docs":
+            rows = [
+                {"id": i, "key": i, "value": {"rev": d.winner()}, "doc": d.leaves[d.winner()]}
+                for i, d in sorted(db.docs.items())
+                if i.startswith("_design/")
+            ]
+            return 200, {"total_rows": len(rows), "offset": 0, "rows": rows}
+        if action in ("_compact", "_find", "_partition", "_design"):
+            return (202, {"ok": True}) if action == "_compact" else (200, {"docs": [], "rows": []})
+        return 404, {"error": "not_found", "reason": "missing"}
+
+    def _changes(self, db: FakeDb, query: dict[str, str]) -> Any:
+        since = int(query.get("since", "0") or 0)
+        limit = int(query.get("limit", "1000000"))
+        pending = sorted((seq, doc_id) for doc_id, seq in db.changes.items() if seq > since)
+        results = []
+        for seq, doc_id in pending[:limit]:
+            doc = db.docs[doc_id]
+            winner = doc.winner()
+            result: dict[str, Any] = {
+                "seq": f"{seq}-opaque",
+                "id": doc_id,
+                "changes": [{"rev": r} for r in sorted(doc.leaves)],
+                "doc": doc.leaves[winner],
+            }
+            if winner in doc.deleted:
+                result["deleted"] = True
+            results.append(result)
+        last = pending[:limit][-1][0] if pending[:limit] else since
+        return {"results": results, "last_seq": last, "pending": max(0, len(pending) - limit)}
+
+    def _purge(self, db: FakeDb, body: dict[str, list[str]]) -> tuple[int, Any]:
+        if len(body) > self.max_ids:
+            return 400, {"error": "bad_request", "reason": "Exceeded maximum number of documents."}
+        if sum(len(v) for v in body.values()) > self.max_revs:
+            return 400, {"error": "bad_request", "reason": "Exceeded maximum number of revisions."}
+        purged: dict[str, list[str]] = {}
+        for doc_id, revs in body.items():
+            doc = db.docs.get(doc_id)
+            done = [r for r in revs if doc and r in doc.leaves]
+            for rev in done:
+                assert doc is not None
+                del doc.leaves[rev]
+            if doc is not None and not doc.leaves:
+                del db.docs[doc_id]
+                db.changes.pop(doc_id, None)
+            purged[doc_id] = done
+        return self.purge_status, {"purge_seq": None, "purged": purged}
+
+    def requests_to(self, suffix: str) -> list[Any]:
+        return [body for _, path, body in self.calls if path.endswith(suffix)]

@@ -1,0 +1,193 @@
+"""backup / restore / verify against a real server (pouchdb-server or COUCHDB_URL)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from couchops import backup as backup_module
+from couchops.backup import (
+    MANIFEST,
+    apply_retention,
+    backup,
+    list_backups,
+    resolve_backup,
+    restore,
+    verify,
+)
+from couchops.couch import Couch, db_path, doc_path
+from couchops.errors import OpsError, VerificationError
+from tests.ops.helpers import bulk, days_ago, last_line, onboarding_doc, run_cli, with_attachment
+
+pytestmark = pytest.mark.server
+
+PDF = bytes(range(256)) * 40 + b"%%EOF"
+PNG = os.urandom(30_000)
+
+
+def seed(couch: Couch, db: str, users: int = 20) -> int:
+    docs = []
+    for u in range(users):
+        docs.append(onboarding_doc(f"u{u:04d}:profile", days_ago(u % 40)))
+        docs.append(onboarding_doc(f"u{u:04d}:application", days_ago(u % 40), step="review"))
+        if u % 3 == 0:
+            docs.append(
+                with_attachment(
+                    onboarding_doc(f"u{u:04d}:identity", days_ago(1)),
+                    "passport.pdf",
+                    PDF,
+                    "application/pdf",
+                )
+            )
+    docs[0] = with_attachment(docs[0], "selfie.png", PNG, "image/png")
+    docs.append(
+        {"_id": "_design/app", "views": {"by_step": {"map": "function (d) { emit(d.step); }"}}}
+    )
+    bulk(couch, db, docs)
+    return len(docs)
+
+
+def test_backup_restore_round_trip_keeps_documents_and_attachments_byte_identical(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    source = make_db()
+    count = seed(couch, source)
+    result = backup(couch, tmp_path, retention_days=30, databases=[source], page=7)
+
+    entry = result.manifest["databases"][0]
+    assert entry["documents"] == count
+    assert entry["design_documents"] == 1
+    assert entry["attachments"] == 8
+    assert entry["attachment_bytes"] == len(PNG) + 7 * len(PDF)
+    assert list_backups(tmp_path) == [result.path]
+    assert not list(tmp_path.glob(".tmp-*"))
+
+    target = make_db(create=False)
+    restore(couch, result.path, mapping={source: target})
+    for doc_id, name, data in [
+        ("u0000:profile", "selfie.png", PNG),
+        ("u0003:identity", "passport.pdf", PDF),
+    ]:
+        restored = couch.request("GET", f"{doc_path(target, doc_id)}/{name}").content
+        assert restored == data
+        original = couch.get(doc_path(source, doc_id))
+        assert couch.get(doc_path(target, doc_id))["_rev"] == original["_rev"]
+    verify(result.path, couch=couch, mapping={source: target}, live=True)
+
+
+def test_verify_detects_a_corrupted_file_and_a_changed_live_database(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    db = make_db()
+    seed(couch, db, users=5)
+    result = backup(couch, tmp_path, retention_days=30, databases=[db])
+    verify(result.path, couch=couch, live=True)
+
+    couch.put(doc_path(db, "extra"), {"createdAt": days_ago(0)})
+    with pytest.raises(VerificationError, match="live database holds"):
+        verify(result.path, couch=couch, live=True)
+
+    data_file = result.path / result.manifest["databases"][0]["file"]
+    raw = bytearray(data_file.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data_file.write_bytes(bytes(raw))
+    with pytest.raises(VerificationError, match="sha256"):
+        verify(result.path)
+
+
+def test_a_backup_killed_midway_is_never_listed_and_the_next_run_cleans_it(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = make_db()
+    seed(couch, db)
+    real = backup_module.fetch_range
+    calls = {"n": 0}
+
+    def dying(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backup_module, "fetch_range", dying)
+    with pytest.raises(KeyboardInterrupt):
+        backup(couch, tmp_path, retention_days=30, databases=[db], page=5, concurrency=1)
+    assert list_backups(tmp_path) == []
+    assert len(list(tmp_path.glob(".tmp-*"))) == 1
+    with pytest.raises(OpsError, match="no complete backup"):
+        resolve_backup(tmp_path, "latest")
+
+    monkeypatch.setattr(backup_module, "fetch_range", real)
+    result = backup(couch, tmp_path, retention_days=30, databases=[db], page=5)
+    assert list_backups(tmp_path) == [result.path]
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_restore_refuses_a_target_that_holds_documents(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    db = make_db()
+    count = seed(couch, db, users=2)
+    result = backup(couch, tmp_path, retention_days=30, databases=[db])
+    with pytest.raises(OpsError, match="not empty"):
+        restore(couch, result.path)
+    assert couch.db_info(db)["doc_count"] == count  # type: ignore[index]
+
+
+def test_retention_deletes_only_backups_older_than_n_days(tmp_path: Path) -> None:
+    now = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
+    for days in (0, 5, 29, 31, 45):
+        path = tmp_path / (now - timedelta(days=days)).strftime("%Y%m%dT%H%M%SZ")
+        path.mkdir()
+        (path / MANIFEST).write_text("{}")
+    deleted = apply_retention(tmp_path, 30, now=now)
+    assert len(deleted) == 2
+    assert len(list_backups(tmp_path)) == 3
+
+
+def test_backup_files_are_gzip_json_lines_and_the_manifest_is_written_last(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    db = make_db()
+    count = seed(couch, db, users=3)
+    result = backup(couch, tmp_path, retention_days=30, databases=[db])
+    manifest = json.loads((result.path / MANIFEST).read_text())
+    entry = manifest["databases"][0]
+    lines = gzip.decompress((result.path / entry["file"]).read_bytes()).splitlines()
+    assert len(lines) == count == manifest["totals"]["documents"]
+    docs = [json.loads(line) for line in lines]
+    atts = [a for d in docs for a in d.get("_attachments", {}).values()]
+    assert all(base64.b64decode(a["data"]) for a in atts)
+    files = sorted(p for p in result.path.rglob("*") if p.is_file())
+    assert max(files, key=lambda p: p.stat().st_mtime_ns).name == MANIFEST
+
+
+def test_cli_backup_verify_restore(
+    server: object, couch: Couch, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    db = make_db()
+    seed(couch, db, users=4)
+    env = server.env()  # type: ignore[attr-defined]
+    env["BACKUP_DIR"] = str(tmp_path)
+    done = run_cli(["backup", "--database", db], env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["documents"] == 11
+    assert run_cli(["verify"], env).returncode == 0
+    target = make_db(create=False)
+    done = run_cli(["restore", "--from", "latest", "--database", f"{db}={target}"], env)
+    assert done.returncode == 0, done.stderr
+    assert run_cli(["verify", "--live", "--database", f"{db}={target}"], env).returncode == 0
+    refused = run_cli(["restore", "--from", "latest", "--database", f"{db}={target}"], env)
+    assert refused.returncode == 1
+    assert "not empty" in last_line(refused.stderr)
+    db_info = couch.db_info(target)
+    assert db_info is not None and db_info["doc_count"] == 11
+    assert couch.get(f"{db_path(target)}/_all_docs")["total_rows"] == 11

@@ -1,0 +1,134 @@
+"""The command line (help, exit codes, one-line errors) and the metrics it pushes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+
+import pytest
+
+from couchops.cli import main
+from couchops.metrics import build_registry, exposition
+from tests.ops.helpers import environ_without_couch, last_line, run_cli
+
+SUBCOMMANDS = ["cluster-setup", "purge", "backup", "restore", "verify", "consolidate"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "--couchdb-url" in capsys.readouterr().out
+
+
+def test_an_unreachable_server_ends_with_one_line_and_exit_code_3() -> None:
+    env = environ_without_couch() | {
+        "COUCHDB_URL": "http://127.0.0.1:9",
+        "HTTP_RETRIES": "0",
+        "PUSHGATEWAY_URL": "",
+    }
+    done = run_cli(["purge", "--dry-run"], env)
+    assert done.returncode == 3
+    assert last_line(done.stderr) == (
+        "couchops purge: CouchDB at http://127.0.0.1:9 is unreachable (connection refused)"
+    )
+
+
+def test_restore_without_a_backup_dir_says_so() -> None:
+    env = environ_without_couch() | {"PUSHGATEWAY_URL": ""}
+    env.pop("BACKUP_DIR", None)
+    done = run_cli(["restore", "--from", "latest"], env)
+    assert done.returncode == 1
+    assert "BACKUP_DIR is not set" in last_line(done.stderr)
+
+
+class _Gateway(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, str, str]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        self.received.append(("POST", self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    def do_PUT(self) -> None:
+        self.received.append(("PUT", self.path, ""))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway() -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    received: list[tuple[str, str, str]] = []
+    handler = type("Handler", (_Gateway,), {"received": received})
+    httpd = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", received
+    httpd.shutdown()
+
+
+def test_a_failed_run_pushes_with_pushadd_and_leaves_the_last_success_untouched(
+    gateway: tuple[str, list[tuple[str, str, str]]],
+) -> None:
+    url, received = gateway
+    env = environ_without_couch() | {
+        "COUCHDB_URL": "http://127.0.0.1:9",
+        "HTTP_RETRIES": "0",
+        "PUSHGATEWAY_URL": url,
+        "ENVIRONMENT": "preprod",
+    }
+    assert run_cli(["purge"], env).returncode == 3
+    ((method, path, body),) = received
+    assert method == "POST"
+    assert path == "/metrics/job/couchops/environment/preprod/operation/purge"
+    assert "couchops_run_success 0.0" in body
+    assert "couchops_last_run_timestamp_seconds" in body
+    assert "couchops_last_success_timestamp_seconds" not in body
+
+
+def test_a_successful_run_reports_its_counts_under_the_documented_names() -> None:
+    text = exposition(
+        build_registry(
+            "purge",
+            success=True,
+            duration_seconds=12.5,
+            counts={"documents_purged": 42, "documents_invalid_timestamp": 3},
+            now=1_800_000_000,
+        )
+    )
+    for line in [
+        "couchops_run_success 1.0",
+        "couchops_run_duration_seconds 12.5",
+        "couchops_last_success_timestamp_seconds 1.8e+09",
+        "couchops_purge_documents_purged 42.0",
+        "couchops_purge_documents_invalid_timestamp 3.0",
+    ]:
+        assert line in text
+    backup = exposition(
+        build_registry(
+            "backup", success=True, duration_seconds=1, counts={"documents": 5, "bytes": 9}
+        )
+    )
+    assert "couchops_backup_documents 5.0" in backup and "couchops_backup_bytes 9.0" in backup
+    setup = exposition(
+        build_registry("cluster-setup", success=True, duration_seconds=1, counts={"changes": 0})
+    )
+    assert "couchops_cluster_setup_changes 0.0" in setup
+
+
+def test_an_unreachable_pushgateway_does_not_change_the_outcome() -> None:
+    env = environ_without_couch() | {
+        "COUCHDB_URL": "http://127.0.0.1:9",
+        "HTTP_RETRIES": "0",
+        "PUSHGATEWAY_URL": "http://127.0.0.1:9",
+    }
+    done = run_cli(["purge"], env)
+    assert done.returncode == 3
+    assert "metrics.push_failed" in done.stderr

@@ -1,0 +1,114 @@
+"""Contract tests for what pouchdb-server lacks in consolidation and restore.
+
+- `GET /{db}/{docid}?open_revs=["rev",...]` with `Accept: application/json` answers
+  `[{"ok": {doc}}, ...]` (docs.couchdb.org, "GET /{db}/{docid}", open_revs): consolidation
+  carries conflicting leaves over with it.
+- `GET /{db}` answers `props.partitioned`: a target that is not partitioned is refused.
+- `PUT /{db}?partitioned=true` creates a partitioned database: restore recreates one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import responses
+from responses import matchers
+
+from couchops.backup import FORMAT, MANIFEST, restore
+from couchops.consolidate import consolidate
+from couchops.couch import Couch
+from couchops.errors import OpsError
+from couchops.partition import partition_key, userdb_name
+
+pytestmark = pytest.mark.contract
+
+BASE = "http://couchdb.test:5984"
+
+
+def couch() -> Couch:
+    return Couch(BASE, ("admin", "pw"), retries=0)
+
+
+@responses.activate
+def test_conflicting_leaves_are_read_with_open_revs_and_written_beside_the_winner() -> None:
+    source = userdb_name("zoé@example.fr")
+    new_id = f"{partition_key('zoé@example.fr', b'k')}:profile"
+    responses.get(
+        f"{BASE}/onboarding", json={"db_name": "onboarding", "props": {"partitioned": True}}
+    )
+    responses.get(f"{BASE}/_all_dbs", json=[source])
+    responses.get(
+        f"{BASE}/{source}/_all_docs",
+        json={
+            "rows": [
+                {"id": "profile", "doc": {"_id": "profile", "_rev": "2-b", "_conflicts": ["2-a"]}}
+            ]
+        },
+    )
+    responses.get(
+        f"{BASE}/{source}/profile",
+        match=[
+            matchers.query_param_matcher(
+                {"open_revs": '["2-a"]', "attachments": "true", "latest": "true"}
+            )
+        ],
+        json=[{"ok": {"_id": "profile", "_rev": "2-a", "step": "other"}}],
+    )
+    bulk = responses.post(f"{BASE}/onboarding/_bulk_docs", status=201, json=[])
+    responses.post(
+        f"{BASE}/onboarding/_all_docs",
+        json={"rows": [{"key": new_id, "id": new_id, "value": {"rev": "2-b"}}]},
+    )
+
+    stats = consolidate(couch(), "onboarding", b"k")
+
+    sent = json.loads(bulk.calls[0].request.body)
+    assert sent["new_edits"] is False
+    assert [(d["_id"], d["_rev"]) for d in sent["docs"]] == [(new_id, "2-b"), (new_id, "2-a")]
+    assert stats.conflict_revisions_copied == 1 and stats.sources_verified == 1
+
+
+@responses.activate
+def test_a_target_that_is_not_partitioned_is_refused() -> None:
+    responses.get(f"{BASE}/onboarding", json={"db_name": "onboarding", "props": {}})
+    with pytest.raises(OpsError, match="is not partitioned"):
+        consolidate(couch(), "onboarding", b"k")
+
+
+@responses.activate
+def test_restore_recreates_a_partitioned_database(tmp_path: Path) -> None:
+    (tmp_path / "databases").mkdir()
+    data = gzip.compress(b'{"_id":"u1:profile","_rev":"1-a"}\n')
+    (tmp_path / "databases" / "00000-onboarding.jsonl.gz").write_bytes(data)
+    manifest = {
+        "format": FORMAT,
+        "id": "20261128T000000Z",
+        "databases": [
+            {
+                "name": "onboarding",
+                "file": "databases/00000-onboarding.jsonl.gz",
+                "file_sha256": hashlib.sha256(data).hexdigest(),
+                "documents": 1,
+                "attachments": 0,
+                "partitioned": True,
+                "security": {},
+            }
+        ],
+    }
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    for _ in ("checked empty", "checked absent"):
+        responses.get(f"{BASE}/onboarding", status=404, json={"error": "not_found"})
+    create = responses.put(
+        f"{BASE}/onboarding",
+        match=[matchers.query_param_matcher({"q": "8", "partitioned": "true"})],
+        status=201,
+        json={"ok": True},
+    )
+    responses.post(f"{BASE}/onboarding/_bulk_docs", status=201, json=[])
+    responses.get(f"{BASE}/onboarding", json={"doc_count": 1})
+    restore(couch(), tmp_path, q=8)
+    assert create.call_count == 1

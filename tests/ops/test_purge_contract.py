@@ -1,0 +1,215 @@
+"""Contract tests of `purge` on the documented CouchDB `_purge` API.
+
+pouchdb-server does not implement `POST /{db}/_purge` (it answers 400 only_multipart_accepted),
+so these tests run couchops against a stand-in that answers as docs.couchdb.org documents for
+CouchDB 3.5: `POST /{db}/_purge` with `{"docid": ["rev", ...]}`, at most 100 ids and 1000
+revisions per request, 201 Created (202 Accepted without quorum) and `{"purge_seq": null,
+"purged": {...}}`. The same behaviours are tested for real in test_purge_server.py against
+Apache CouchDB (COUCHDB_URL).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from couchops.couch import Couch
+from couchops.purge import LEDGER_ID, Candidate, PurgeOptions, batches, purge
+from tests.ops.fake_couch import BASE, FakeCouch, FakeDb
+from tests.ops.helpers import NOW, days_ago, onboarding_doc
+
+pytestmark = pytest.mark.contract
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCouch]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield FakeCouch(mock)
+
+
+def options(**kw: object) -> PurgeOptions:
+    base: dict[str, object] = {"retention_days": 30, "now": NOW, "listing": io.StringIO()}
+    base.update(kw)
+    return PurgeOptions(**base)  # type: ignore[arg-type]
+
+
+def client() -> Couch:
+    return Couch(BASE, ("admin", "pw"), retries=0)
+
+
+def test_only_documents_strictly_older_than_the_cutoff_are_purged(fake: FakeCouch) -> None:
+    """Contract test (no _purge in pouchdb-server): the boundary, to the millisecond."""
+    db = fake.dbs["onboarding"] = FakeDb()
+    cutoff = NOW - timedelta(days=30)
+    db.put(onboarding_doc("p1:older", days_ago(30, NOW - timedelta(milliseconds=1))))
+    db.put(onboarding_doc("p1:at-cutoff", days_ago(30)))
+    db.put(onboarding_doc("p1:younger", days_ago(30, NOW + timedelta(milliseconds=1))))
+    # 13:00+02:00 on the cutoff day is 11:00 UTC, an hour before the cutoff.
+    local = (cutoff + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+02:00")
+    db.put(onboarding_doc("p1:offset", local))
+    db.put(onboarding_doc("p2:today", days_ago(0)))
+    stats = purge(client(), options())
+    assert sorted(db.docs) == ["p1:at-cutoff", "p1:younger", "p2:today"]
+    assert stats.documents_purged == 2
+    scan = fake.requests_to("/_changes")[0]
+    assert "$or" in scan["selector"]
+
+
+def test_every_leaf_revision_is_purged_conflicts_and_deleted_leaves_included(
+    fake: FakeCouch,
+) -> None:
+    """Contract test (no _purge in pouchdb-server): the request names all leaves."""
+    db = fake.dbs["onboarding"] = FakeDb()
+    doc = onboarding_doc("p:conflicted", days_ago(40))
+    db.put(doc, rev="3-bbb")
+    db.put(doc, rev="3-aaa")
+    db.put(doc, rev="2-ccc", deleted=True)
+    purge(client(), options())
+    assert fake.requests_to("/_purge") == [{"p:conflicted": ["2-ccc", "3-aaa", "3-bbb"]}]
+    assert db.docs == {}
+
+
+def test_requests_stay_within_the_purge_limits(fake: FakeCouch) -> None:
+    """Contract test: CouchDB 3.5 refuses more than 100 ids or 1000 revisions per request."""
+    db = fake.dbs["onboarding"] = FakeDb()
+    for i in range(250):
+        db.put(onboarding_doc(f"p:{i:04d}", days_ago(45)))
+    many = onboarding_doc("p:many-leaves", days_ago(45))
+    for r in range(1500):
+        db.put(many, rev=f"1-{r:05d}")
+    stats = purge(client(), options())
+    bodies = fake.requests_to("/_purge")
+    assert all(len(b) <= 100 and sum(map(len, b.values())) <= 1000 for b in bodies)
+    assert db.docs == {}
+    assert stats.documents_purged == 251 and stats.revisions_purged == 1750
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(st.integers(min_value=1, max_value=2500), min_size=0, max_size=300),
+    st.integers(min_value=1, max_value=100),
+    st.integers(min_value=1, max_value=1000),
+)
+def test_batches_never_exceed_the_limits_and_carry_every_revision(
+    leaf_counts: list[int], max_ids: int, max_revs: int
+) -> None:
+    cands = [
+        Candidate(f"d{i}", tuple(f"1-{j}" for j in range(n)), "old", None)
+        for i, n in enumerate(leaf_counts)
+    ]
+    seen: dict[str, list[str]] = {}
+    counted = 0
+    for body, continued in batches(iter(cands), max_ids, max_revs):
+        counted += len(set(body) - continued)
+        assert 0 < len(body) <= max_ids
+        assert sum(map(len, body.values())) <= max_revs
+        for doc_id, revs in body.items():
+            seen.setdefault(doc_id, []).extend(revs)
+    assert seen == {c.doc_id: list(c.revs) for c in cands}
+    assert counted == len(cands)
+
+
+def test_a_run_stopped_after_k_batches_is_finished_by_the_next_run(fake: FakeCouch) -> None:
+    """Contract test: resumable; young documents survive both runs."""
+    db = fake.dbs["onboarding"] = FakeDb()
+    for i in range(95):
+        db.put(onboarding_doc(f"old:{i:03d}", days_ago(31 + i % 5)))
+        db.put(onboarding_doc(f"new:{i:03d}", days_ago(i % 29)))
+    first = purge(client(), options(max_ids=10, max_batches=3))
+    assert not first.complete
+    assert first.documents_purged == 30
+    second = purge(client(), options(max_ids=10))
+    assert second.complete
+    assert second.documents_purged == 65
+    assert sorted(db.docs) == sorted(f"new:{i:03d}" for i in range(95))
+
+
+def test_documents_without_a_valid_timestamp_are_reported_then_purged_after_the_retention(
+    fake: FakeCouch,
+) -> None:
+    """Contract test: the documented rule for missing, malformed, naive and future dates."""
+    db = fake.dbs["onboarding"] = FakeDb()
+    db.put(onboarding_doc("p:missing", None))
+    db.put(onboarding_doc("p:malformed", "yesterday"))
+    db.put(onboarding_doc("p:naive", "2026-01-01T00:00:00"))
+    db.put(onboarding_doc("p:future", days_ago(-10)))
+    db.put(onboarding_doc("p:epoch", None, createdAt=1700000000))
+    db.put({"_id": "p:tombstone"}, deleted=True)
+    first = purge(client(), options())
+    assert first.documents_invalid_timestamp == 5
+    assert first.documents_untimed_deleted == 1
+    assert first.documents_purged == 0
+    assert len(db.local[LEDGER_ID.split("/", 1)[1]]["first_seen"]) == 6
+
+    later = purge(client(), options(now=NOW + timedelta(days=29)))
+    assert later.documents_purged == 0
+    last = purge(client(), options(now=NOW + timedelta(days=30, seconds=1)))
+    assert last.documents_purged == 5
+    # Ten days on, the future date became a valid one: from then on it counts as any other.
+    assert list(db.docs) == ["p:future"]
+    assert db.local[LEDGER_ID.split("/", 1)[1]]["first_seen"] == {}
+
+
+def test_a_document_that_gains_a_valid_timestamp_leaves_the_ledger(fake: FakeCouch) -> None:
+    """Contract test: the ledger only holds documents still without a valid timestamp."""
+    db = fake.dbs["onboarding"] = FakeDb()
+    db.put(onboarding_doc("p:fixed", None))
+    purge(client(), options())
+    db.put(onboarding_doc("p:fixed", days_ago(1)))
+    purge(client(), options(now=NOW + timedelta(days=1)))
+    assert db.local[LEDGER_ID.split("/", 1)[1]]["first_seen"] == {}
+    assert "p:fixed" in db.docs
+
+
+def test_dry_run_lists_what_would_go_and_sends_no_purge(fake: FakeCouch) -> None:
+    db = fake.dbs["onboarding"] = FakeDb()
+    db.put(onboarding_doc("p:old", days_ago(31)))
+    db.put(onboarding_doc("p:new", days_ago(1)))
+    listing = io.StringIO()
+    stats = purge(client(), options(dry_run=True, listing=listing))
+    assert stats.documents_would_purge == 1
+    assert '"id": "p:old"' in listing.getvalue() and "p:new" not in listing.getvalue()
+    assert fake.requests_to("/_purge") == []
+    assert [
+        path for method, path, _ in fake.calls if method != "GET" and "_changes" not in path
+    ] == []
+
+
+def test_a_purge_accepted_without_quorum_is_counted_for_alerting() -> None:
+    """Contract test: CouchDB answers 202 Accepted when the write quorum was not met."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = FakeCouch(mock, purge_status=202)
+        db = fake.dbs["onboarding"] = FakeDb()
+        db.put(onboarding_doc("p:old", days_ago(31)))
+        stats = purge(client(), options())
+    assert stats.requests_without_quorum == 1
+    assert stats.documents_purged == 1
+
+
+def test_indexes_are_refreshed_and_the_database_compacted_after_a_purge(fake: FakeCouch) -> None:
+    """Contract test: views and Mango indexes are queried (so they drop purged documents),
+    then `POST /{db}/_compact` and `POST /{db}/_compact/{ddoc}` are sent."""
+    db = fake.dbs["onboarding"] = FakeDb()
+    db.put({"_id": "_design/app", "views": {"v": {"map": "function(d){emit(d.step)}"}}})
+    db.put(
+        {
+            "_id": "_design/mango",
+            "language": "query",
+            "views": {"by-createdAt": {"map": {}, "options": {"def": {"fields": ["createdAt"]}}}},
+            "options": {"partitioned": False},
+        }
+    )
+    db.put(onboarding_doc("p:old", days_ago(31)))
+    purge(client(), options())
+    paths = [path for _, path, _ in fake.calls]
+    assert "/onboarding/_partition/couchops/_design/app/_view/v" in paths
+    assert "/onboarding/_find" in paths
+    assert fake.requests_to("/_find")[0]["use_index"] == ["_design/mango", "by-createdAt"]
+    assert "/onboarding/_compact" in paths and "/onboarding/_compact/app" in paths
+    assert "_design/app" in db.docs
