@@ -1,0 +1,513 @@
+"""Benchmarks of couchops against the CouchDB named by COUCHDB_URL, beside the usual tools.
+
+    COUCHDB_URL=http://127.0.0.1:15984 COUCHDB_ADMIN_USER=admin COUCHDB_ADMIN_PASSWORD=... \
+        .venv/bin/python bench/run.py --users 10000 --sources 2000
+
+Seeds USERS users of realistic onboarding documents (several per user, some with attachments,
+a share older than 30 days) in one database, then times, in the same run and on the same data:
+
+- backup:  couchops (documents AND attachments) vs `couchbackup` (npm, no attachments);
+- restore: couchops vs `couchrestore` (npm), each into an empty database;
+- purge:   couchops (scan + decide + purge everything older than 30 days) vs the raw `_purge`
+           API given the precomputed id/revision list (100 ids a request, 8 in flight);
+- consolidation: couchops over SOURCES legacy `userdb-<hex>` databases vs one one-shot
+           `_replicate` per source database (8 in flight) over a sample of them.
+
+Prints one line per figure and writes them as JSON under .bench/ (gitignored). Every database
+it creates is named `bench-*` or `userdb-62656e6368…` (hex of "bench…") and deleted at the end.
+Seeding and cleanup are not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from couchops.backup import backup, restore  # noqa: E402
+from couchops.consolidate import consolidate  # noqa: E402
+from couchops.couch import Couch, db_path  # noqa: E402
+from couchops.log import configure  # noqa: E402
+from couchops.partition import partition_key, userdb_name  # noqa: E402
+from couchops.purge import PurgeOptions, purge  # noqa: E402
+from couchops.timestamps import iso  # noqa: E402
+
+NODE_BIN = REPO / "node_modules" / ".bin"
+DB = "bench-onboarding"
+SECRET = b"bench-partition-secret"
+STEPS = ("identity", "contact", "situation", "income", "documents", "signature")
+JOURNEYS = ("private-individual", "professional", "student", "joint-account")
+
+
+def onboarding_docs(
+    rng: random.Random, per_user: int, *, old_share: float, attachment_share: float, now: datetime
+) -> list[dict[str, Any]]:
+    """A user's documents, shaped like the onboarding site's (no personal data in ids)."""
+    old = rng.random() < old_share
+    created = now - timedelta(days=rng.uniform(31, 90) if old else rng.uniform(0, 29))
+    docs = []
+    for index in range(per_user):
+        kind = ("profile", "application", "consent", "step", "document")[min(index, 4)]
+        doc: dict[str, Any] = {
+            "_id": f"{index:02d}-{kind}",
+            "type": kind,
+            "createdAt": iso(created + timedelta(minutes=index)),
+            "journey": rng.choice(JOURNEYS),
+            "step": rng.choice(STEPS),
+            "status": rng.choice(("draft", "submitted", "in-review", "accepted")),
+            "answers": {
+                "civility": rng.choice(("M", "Mme")),
+                "birthYear": rng.randint(1940, 2007),
+                "employment": rng.choice(("employee", "self-employed", "student", "retired")),
+                "incomeBand": rng.choice("ABCDE"),
+                "housing": rng.choice(("owner", "tenant", "family")),
+                "products": rng.sample(
+                    ["current", "savings", "card-premium", "card-classic", "loan"], 2
+                ),
+            },
+            "consents": {"marketing": rng.random() < 0.3, "terms": True, "version": "2026-09"},
+            "audit": [
+                {"at": iso(created), "event": "created"},
+                {"at": iso(created + timedelta(minutes=3)), "event": "updated"},
+            ],
+        }
+        if kind == "document" and rng.random() < attachment_share * 2:
+            size = rng.randint(4_000, 24_000)
+            doc["_attachments"] = {
+                "scan.jpg": {
+                    "content_type": "image/jpeg",
+                    "data": base64.b64encode(rng.randbytes(size)).decode(),
+                }
+            }
+        docs.append(doc)
+    return docs
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def bulk(couch: Couch, db: str, docs: list[dict[str, Any]], new_edits: bool = True) -> None:
+    answer = couch.post(f"{db_path(db)}/_bulk_docs", {"docs": docs, "new_edits": new_edits})
+    errors = [r for r in answer if isinstance(r, dict) and r.get("error")]
+    if errors:
+        raise RuntimeError(f"seeding {db}: {errors[0]}")
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def wait_count(couch: Couch, db: str, expected: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        count = int((couch.db_info(db) or {}).get("doc_count", 0))
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)
+
+
+def create_db(couch: Couch, name: str, partitioned: bool) -> None:
+    couch.request("DELETE", db_path(name), ok=(200, 202, 404))
+    params: dict[str, Any] = {"partitioned": True} if partitioned else {}
+    couch.request("PUT", db_path(name), params=params, ok=(201, 202))
+
+
+def url_with_credentials(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.url = os.environ.get("COUCHDB_URL", "").rstrip("/")
+        if not self.url:
+            raise SystemExit("set COUCHDB_URL (and COUCHDB_ADMIN_USER / COUCHDB_ADMIN_PASSWORD)")
+        self.user = os.environ.get("COUCHDB_ADMIN_USER", "admin")
+        self.password = os.environ.get("COUCHDB_ADMIN_PASSWORD", "")
+        self.couch = Couch(self.url, (self.user, self.password), timeout=600, retries=2)
+        self.is_couchdb = self.couch.is_apache_couchdb()
+        membership = self.couch.request("GET", "/_membership", ok=(200, 404))
+        nodes = membership.json().get("cluster_nodes", []) if membership.status_code == 200 else []
+        welcome = self.couch.get("/")
+        kind = "Apache CouchDB" if self.is_couchdb else "pouchdb-server"
+        self.server = f"{kind} {welcome.get('version')}, {len(nodes)} node(s)"
+        self.results: dict[str, Any] = {
+            "server": self.server,
+            "started": iso(datetime.now(UTC)),
+            "args": vars(args),
+        }
+        self.work = Path(tempfile.mkdtemp(prefix="couchops-bench-"))
+        self.created: list[str] = []
+
+    def report(self, key: str, line: str, **figures: Any) -> None:
+        self.results[key] = figures
+        print(f"{key:<28} {line}", flush=True)
+
+    # --- seeding -------------------------------------------------------------------------
+    def seed(self) -> None:
+        a = self.args
+        rng = random.Random(a.seed)  # noqa: S311 (test data, not secrets)
+        now = datetime.now(UTC)
+        create_db(self.couch, DB, self.is_couchdb)
+        self.created.append(DB)
+        docs = []
+        for user in range(a.users):
+            partition = partition_key(f"bench-user-{user}", SECRET)
+            for doc in onboarding_docs(
+                rng,
+                a.docs_per_user,
+                old_share=a.old_share,
+                attachment_share=a.attachment_share,
+                now=now,
+            ):
+                doc["_id"] = f"{partition}:{doc['_id']}"
+                docs.append(doc)
+        seconds, _ = timed(lambda: self._parallel_bulk(DB, docs))
+        self.total = len(docs)
+        self.old = sum(
+            1
+            for d in docs
+            if datetime.fromisoformat(d["createdAt"].replace("Z", "+00:00"))
+            < now - timedelta(days=30)
+        )
+        self.attachments = sum(1 for d in docs if "_attachments" in d)
+        wait_count(self.couch, DB, self.total)
+        self.report(
+            "seed",
+            f"{self.total} docs ({a.users} users, {self.old} older than 30 days, "
+            f"{self.attachments} with attachments) in {seconds:.1f}s",
+            documents=self.total,
+            old=self.old,
+            attachments=self.attachments,
+            seconds=seconds,
+        )
+
+    def _parallel_bulk(self, db: str, docs: list[dict[str, Any]], new_edits: bool = True) -> None:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda chunk: bulk(self.couch, db, chunk, new_edits), chunks(docs, 500)))
+
+    # --- backup / restore ----------------------------------------------------------------
+    def _npm_tool(self, args: list[str], **kwargs: Any) -> tuple[float, str | None]:
+        """Run couchbackup/couchrestore; answers (seconds, error or None)."""
+        env = {**os.environ, "COUCH_URL": url_with_credentials(self.url, self.user, self.password)}
+        seconds, done = timed(
+            lambda: subprocess.run(
+                [str(NODE_BIN / args[0]), *args[1:]],
+                stderr=subprocess.PIPE,
+                env=env,
+                check=False,
+                **kwargs,
+            )
+        )
+        if done.returncode != 0:
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            return seconds, lines[-1] if lines else f"exit {done.returncode}"
+        return seconds, None
+
+    def backups(self) -> None:
+        out = self.work / "couchops"
+        seconds, result = timed(
+            lambda: backup(
+                self.couch,
+                out,
+                retention_days=30,
+                databases=[DB],
+                concurrency=self.args.concurrency,
+            )
+        )
+        totals = result.manifest["totals"]
+        ours = totals["documents"] / seconds
+        self.backup_path = result.path
+        self.report(
+            "backup.couchops",
+            f"{ours:,.0f} docs/s ({totals['documents']} docs, {totals['attachments']} attachments, "
+            f"{totals['bytes'] / 1e6:.1f} MB in {seconds:.2f}s)",
+            docs_per_second=ours,
+            seconds=seconds,
+            **totals,
+        )
+        file = self.work / "couchbackup.txt"
+        with file.open("wb") as sink:
+            seconds, error = self._npm_tool(["couchbackup", "--db", DB], stdout=sink)
+        if error:
+            self.report("backup.couchbackup", f"failed: {error}", error=error)
+        else:
+            theirs = self.total / seconds
+            self.report(
+                "backup.couchbackup",
+                f"{theirs:,.0f} docs/s ({file.stat().st_size / 1e6:.1f} MB in {seconds:.2f}s, "
+                f"attachments NOT included) -> couchops x{ours / theirs:.2f}",
+                docs_per_second=theirs,
+                seconds=seconds,
+                ratio=ours / theirs,
+            )
+
+        target = "bench-restore-couchops"
+        self.couch.request("DELETE", db_path(target), ok=(200, 202, 404))
+        self.created.append(target)
+        seconds, _ = timed(
+            lambda: restore(
+                self.couch,
+                self.backup_path,
+                mapping={DB: target},
+                concurrency=self.args.concurrency,
+            )
+        )
+        ours = self.total / seconds
+        self.report(
+            "restore.couchops",
+            f"{ours:,.0f} docs/s ({self.total} docs with attachments in {seconds:.2f}s, "
+            "count verified)",
+            docs_per_second=ours,
+            seconds=seconds,
+        )
+        if error:
+            self.report("restore.couchrestore", "skipped: no couchbackup file")
+            return
+        target = "bench-restore-couchrestore"
+        create_db(self.couch, target, self.is_couchdb)
+        self.created.append(target)
+        with file.open("rb") as source:
+            seconds, error = self._npm_tool(["couchrestore", "--db", target], stdin=source)
+        if error:
+            self.report("restore.couchrestore", f"failed: {error}", error=error)
+            return
+        theirs = self.total / seconds
+        self.report(
+            "restore.couchrestore",
+            f"{theirs:,.0f} docs/s ({seconds:.2f}s, attachments NOT included) "
+            f"-> couchops x{ours / theirs:.2f}",
+            docs_per_second=theirs,
+            seconds=seconds,
+            ratio=ours / theirs,
+        )
+
+    # --- purge ---------------------------------------------------------------------------
+    def purges(self) -> None:
+        if not self.is_couchdb:
+            self.report("purge", "skipped: the server has no _purge (pouchdb-server)")
+            return
+        raw_db = "bench-purge-raw"
+        self.couch.request("DELETE", db_path(raw_db), ok=(200, 202, 404))
+        self.created.append(raw_db)
+        restore(
+            self.couch, self.backup_path, mapping={DB: raw_db}, concurrency=self.args.concurrency
+        )
+        cutoff = iso(datetime.now(UTC) - timedelta(days=30))
+        rows = self.couch.get(f"{db_path(raw_db)}/_all_docs", params={"include_docs": True})["rows"]
+        old = [
+            (r["id"], r["value"]["rev"]) for r in rows if r["doc"].get("createdAt", "9") < cutoff
+        ]
+
+        def raw_purge(batch: list[tuple[str, str]]) -> None:
+            self.couch.post(f"{db_path(raw_db)}/_purge", {doc_id: [rev] for doc_id, rev in batch})
+
+        def run_raw() -> None:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(raw_purge, chunks(old, 100)))
+
+        seconds, _ = timed(run_raw)
+        raw = len(old) / seconds
+        self.report(
+            "purge.raw_purge_api",
+            f"{raw:,.0f} docs/s ({len(old)} docs in {seconds:.2f}s, ids precomputed, "
+            "100 ids/request, 8 in flight)",
+            docs_per_second=raw,
+            seconds=seconds,
+            documents=len(old),
+        )
+        options = PurgeOptions(
+            retention_days=30,
+            concurrency=self.args.purge_concurrency,
+            compact=False,
+            listing=io.StringIO(),
+        )
+        seconds, stats = timed(lambda: purge(self.couch, options, [DB]))
+        ours = stats.documents_purged / seconds
+        self.report(
+            "purge.couchops",
+            f"{ours:,.0f} docs/s ({stats.documents_purged} purged of {self.total} in "
+            f"{seconds:.2f}s, scan included) -> {ours / raw:.0%} of the raw API",
+            docs_per_second=ours,
+            seconds=seconds,
+            documents=stats.documents_purged,
+            ratio=ours / raw,
+        )
+
+    # --- consolidation -------------------------------------------------------------------
+    def consolidation(self) -> None:
+        a = self.args
+        rng = random.Random(a.seed + 1)  # noqa: S311 (test data, not secrets)
+        now = datetime.now(UTC)
+        names = [userdb_name(f"bench{u:06d}@example.fr") for u in range(a.sources)]
+        self.created.extend(names)
+
+        per_source = [
+            onboarding_docs(
+                rng, a.docs_per_user, old_share=0.0, attachment_share=a.attachment_share, now=now
+            )
+            for _ in names
+        ]
+
+        def make(name_docs: tuple[str, list[dict[str, Any]]]) -> int:
+            name, docs = name_docs
+            params = {"q": 1} if self.is_couchdb else {}
+            self.couch.request("PUT", db_path(name), params=params, ok=(201, 202, 412))
+            bulk(self.couch, name, docs)
+            return len(docs)
+
+        def make_all() -> list[int]:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                return list(pool.map(make, zip(names, per_source, strict=True)))
+
+        seconds, counts = timed(make_all)
+        total_docs = sum(counts)
+        self.report(
+            "consolidate.seed",
+            f"{a.sources} userdb-<hex> databases, {total_docs} docs, created in {seconds:.1f}s",
+            sources=a.sources,
+            documents=total_docs,
+            seconds=seconds,
+        )
+        target = "bench-consolidated"
+        create_db(self.couch, target, self.is_couchdb)
+        self.created.append(target)
+        seconds, stats = timed(
+            lambda: consolidate(self.couch, target, SECRET, concurrency=a.concurrency * 2)
+        )
+        if stats.failures:
+            raise RuntimeError(f"consolidation failed: {stats.failures[:3]}")
+        ours = stats.sources / seconds
+        self.report(
+            "consolidate.couchops",
+            f"{ours:,.1f} databases/s ({stats.sources} databases, {stats.documents_verified} "
+            f"docs verified, {seconds:.1f}s) -> 50,000 databases in {50_000 / ours / 60:.1f} min",
+            databases_per_second=ours,
+            seconds=seconds,
+            sources=stats.sources,
+            minutes_for_50000=50_000 / ours / 60,
+        )
+        if not self.is_couchdb:
+            self.report(
+                "consolidate.replicate", "skipped: pouchdb-server's replicator is not CouchDB's"
+            )
+            return
+        sample = names[: a.replicate_sample]
+        target = "bench-replicated"
+        create_db(self.couch, target, True)
+        self.created.append(target)
+        source_base = url_with_credentials(self.url, self.user, self.password)
+
+        def replicate(name: str) -> None:
+            self.couch.post(
+                "/_replicate",
+                {
+                    "source": f"{source_base}/{quote(name, safe='')}",
+                    "target": f"{source_base}/{target}",
+                },
+                timeout=600,
+            )
+
+        def run() -> None:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(replicate, sample))
+
+        seconds, _ = timed(run)
+        theirs = len(sample) / seconds
+        self.report(
+            "consolidate.replicate",
+            f"{theirs:,.1f} databases/s (one _replicate per database, {len(sample)} databases, "
+            f"8 in flight, {seconds:.1f}s) -> 50,000 databases in {50_000 / theirs / 3600:.1f} h; "
+            f"couchops x{ours / theirs:.0f}",
+            databases_per_second=theirs,
+            seconds=seconds,
+            hours_for_50000=50_000 / theirs / 3600,
+            ratio=ours / theirs,
+        )
+
+    def cleanup(self) -> None:
+        def drop(name: str) -> None:
+            self.couch.request("DELETE", db_path(name), ok=(200, 202, 404))
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(drop, self.created))
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def save(self) -> None:
+        out = REPO / ".bench"
+        out.mkdir(exist_ok=True)
+        path = out / f"results-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+        path.write_text(json.dumps(self.results, indent=2, default=str))
+        print(f"{'results':<28} {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--docs-per-user", type=int, default=6)
+    parser.add_argument(
+        "--old-share", type=float, default=0.3, help="share of users older than 30 days"
+    )
+    parser.add_argument(
+        "--attachment-share", type=float, default=0.3, help="share of users with a scanned document"
+    )
+    parser.add_argument(
+        "--sources", type=int, default=2_000, help="legacy userdb databases to consolidate"
+    )
+    parser.add_argument(
+        "--replicate-sample",
+        type=int,
+        default=200,
+        help="of those, replicated one by one for comparison",
+    )
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--purge-concurrency", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--only", choices=("backup", "purge", "consolidate"), action="append")
+    parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    args = parser.parse_args()
+    configure("WARNING")
+    bench = Bench(args)
+    print(f"{'server':<28} {bench.server} at {bench.url}", flush=True)
+    only = set(args.only or ("backup", "purge", "consolidate"))
+    try:
+        if only & {"backup", "purge"}:
+            bench.seed()
+            bench.backups()
+        if "purge" in only:
+            bench.purges()
+        if "consolidate" in only:
+            bench.consolidation()
+        bench.save()
+    finally:
+        if not args.keep:
+            bench.cleanup()
+
+
+if __name__ == "__main__":
+    main()
