@@ -180,4 +180,4 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.register_outputs({"rule": self.rule.metadata})
+        self.register_outputs({"rule": "onboarding-slo-and-operations"})

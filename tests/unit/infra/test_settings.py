@@ -8,7 +8,7 @@ from typing import Any
 
 import pulumi
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infra.settings import (
@@ -115,6 +115,8 @@ def test_more_than_five_dedicated_nodes_is_rejected() -> None:
         parse_settings(raw)
 
 
+# No deadline: each case validates a cron schedule over a year, slow on a loaded machine.
+@settings(deadline=None)
 @given(st.integers(min_value=-1000, max_value=1000))
 def test_purge_retention_is_accepted_exactly_within_one_to_thirty_days(days: int) -> None:
     raw = with_change("prod", "purge.retentionDays", days)
@@ -125,6 +127,7 @@ def test_purge_retention_is_accepted_exactly_within_one_to_thirty_days(days: int
             parse_settings(raw)
 
 
+@settings(deadline=None)
 @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=2, max_size=12))
 def test_only_french_regions_are_accepted(region: str) -> None:
     raw = with_change("prod", "nodePool.nodes.0.region", region)
