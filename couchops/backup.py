@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from couchops import jsoncodec
 from couchops.couch import JSON, Couch, db_path
 from couchops.errors import OpsError, VerificationError
 from couchops.log import logger
@@ -64,7 +65,7 @@ def canonical(doc: JSON) -> bytes:
         }
     doc.pop("_conflicts", None)
     doc.pop("_revisions", None)
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsoncodec.canonical(doc)
 
 
 def content_digest(entries: list[tuple[str, str]]) -> str:
@@ -117,7 +118,8 @@ def list_ids(couch: Couch, db: str, page: int = ID_PAGE) -> Iterator[str]:
 
 def fetch_range(couch: Couch, db: str, first: str, last: str) -> list[JSON]:
     """Winning revisions with attachments inline for ids first..last (inclusive)."""
-    rows = couch.get(
+    response = couch.request(
+        "GET",
         f"{db_path(db)}/_all_docs",
         params={
             "startkey": first,
@@ -125,7 +127,8 @@ def fetch_range(couch: Couch, db: str, first: str, last: str) -> list[JSON]:
             "include_docs": True,
             "attachments": True,
         },
-    ).get("rows", [])
+    )
+    rows = jsoncodec.loads(response.content).get("rows", [])
     return [row["doc"] for row in rows if row.get("doc")]
 
 
@@ -547,6 +550,7 @@ def verify(
     couch: Couch | None = None,
     mapping: dict[str, str] | None = None,
     live: bool = False,
+    settle_seconds: float = 10.0,
 ) -> dict[str, int]:
     """Check a backup against its manifest (file checksums, counts, content digests) and,
     with ``live``, against the databases it would restore into."""
@@ -560,7 +564,7 @@ def verify(
         attachments = 0
         for line in read_lines(path):
             try:
-                doc = json.loads(line)
+                doc = jsoncodec.loads(line)
             except ValueError as exc:
                 raise VerificationError(f"{entry['name']}: a line is not JSON ({exc})") from exc
             for meta in (doc.get("_attachments") or {}).values():
@@ -577,8 +581,14 @@ def verify(
         if live:
             if couch is None:
                 raise OpsError("a live verification needs a CouchDB connection")
+            expected = (entry["documents"], entry["content_sha256"])
+            deadline = time.monotonic() + settle_seconds
             count, digest = live_digest(couch, target)
-            if (count, digest) != (entry["documents"], entry["content_sha256"]):
+            # A copy that has not caught up with a recent write may answer: re-read, bounded.
+            while (count, digest) != expected and time.monotonic() < deadline:
+                time.sleep(1.0)
+                count, digest = live_digest(couch, target)
+            if (count, digest) != expected:
                 raise VerificationError(
                     f"{target}: live database holds {count} documents (digest {digest[:12]}…), "
                     f"the backup {entry['documents']} (digest {str(entry['content_sha256'])[:12]}…)"

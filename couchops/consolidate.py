@@ -17,7 +17,6 @@ deleted (``--delete-sources``). Design documents of sources are not migrated (co
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from couchops import jsoncodec
 from couchops.couch import JSON, Couch, db_path, doc_path
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
@@ -75,7 +75,8 @@ def _read_source(couch: Couch, source: _Source, stats: ConsolidateStats) -> list
         "limit": READ_PAGE,
     }
     while True:
-        rows = couch.get(f"{db_path(source.name)}/_all_docs", params=params).get("rows", [])
+        response = couch.request("GET", f"{db_path(source.name)}/_all_docs", params=params)
+        rows = jsoncodec.loads(response.content).get("rows", [])
         for row in rows:
             doc = row.get("doc")
             if not doc:
@@ -110,7 +111,7 @@ def _write(couch: Couch, target: str, docs: list[JSON]) -> dict[str, str]:
     refused: dict[str, str] = {}
     for start in range(0, len(docs), WRITE_BATCH):
         chunk = docs[start : start + WRITE_BATCH]
-        body = json.dumps({"new_edits": False, "docs": chunk}, separators=(",", ":")).encode()
+        body = jsoncodec.dumps({"new_edits": False, "docs": chunk})
         response = couch.request(
             "POST",
             f"{db_path(target)}/_bulk_docs",

@@ -26,6 +26,10 @@ _JSON_PARAMS = frozenset(
 )
 
 
+# Where a plain string is the value itself (an opaque sequence, or "all" revisions).
+_RAW_STRINGS = frozenset({"since", "open_revs"})
+
+
 def db_path(db: str) -> str:
     """The URL path of a database (names may hold '/', which must be escaped)."""
     return "/" + quote(db, safe="")
@@ -47,7 +51,7 @@ def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
             continue
         if isinstance(value, bool):
             out[name] = "true" if value else "false"
-        elif name in _JSON_PARAMS and not (name == "since" and isinstance(value, str)):
+        elif name in _JSON_PARAMS and not (name in _RAW_STRINGS and isinstance(value, str)):
             out[name] = json.dumps(value, separators=(",", ":"))
         else:
             out[name] = str(value)

@@ -92,7 +92,7 @@ def test_verify_detects_a_corrupted_file_and_a_changed_live_database(
 
     couch.put(doc_path(db, "extra"), {"createdAt": days_ago(0)})
     with pytest.raises(VerificationError, match="live database holds"):
-        verify(result.path, couch=couch, live=True)
+        verify(result.path, couch=couch, live=True, settle_seconds=0)
 
     data_file = result.path / result.manifest["databases"][0]["file"]
     raw = bytearray(data_file.read_bytes())

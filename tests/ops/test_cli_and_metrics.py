@@ -10,6 +10,7 @@ from typing import ClassVar
 import pytest
 
 from couchops.cli import main
+from couchops.couch import doc_path, encode_params
 from couchops.metrics import build_registry, exposition
 from tests.ops.helpers import environ_without_couch, last_line, run_cli
 
@@ -132,3 +133,19 @@ def test_an_unreachable_pushgateway_does_not_change_the_outcome() -> None:
     done = run_cli(["purge"], env)
     assert done.returncode == 3
     assert "metrics.push_failed" in done.stderr
+
+
+def test_query_parameters_are_encoded_as_couchdb_reads_them() -> None:
+    assert encode_params(
+        {"startkey": "a", "keys": ["x"], "include_docs": True, "limit": 5, "skip": None}
+    ) == {"startkey": '"a"', "keys": '["x"]', "include_docs": "true", "limit": "5"}
+    assert encode_params({"since": "12-g1AAAA", "open_revs": "all"}) == {
+        "since": "12-g1AAAA",
+        "open_revs": "all",
+    }
+    assert encode_params({"since": 0, "open_revs": ["1-a"]}) == {
+        "since": "0",
+        "open_revs": '["1-a"]',
+    }
+    assert doc_path("a/b", "_design/x y") == "/a%2Fb/_design/x%20y"
+    assert doc_path("db", "u1:profile/2") == "/db/u1%3Aprofile%2F2"

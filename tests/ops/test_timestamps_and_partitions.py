@@ -62,7 +62,9 @@ def test_partition_keys_are_valid_pseudonyms_that_reveal_nothing(user: str) -> N
     assert user_from_userdb(name) == user
     key = partition_key(user, b"secret")
     assert re.fullmatch(r"u[0-9a-f]{32}", key)
-    assert name[len("userdb-") :] not in key
+    hex_name = name[len("userdb-") :]
+    if len(hex_name) >= 12:  # shorter strings may occur in any digest by chance
+        assert hex_name not in key
     assert key == partition_key(user, b"secret") != partition_key(user, b"other secret")
     assert consolidated_id(key, "profile").split(":", 1) == [key, "profile"]
 
