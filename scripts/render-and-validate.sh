@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the real Pulumi CLI on the real program for each stack in render mode (no cluster), and
 # validates what it renders:
-#   1. pulumi stack select --create   (local file backend, .pulumi-state/)
+#   1. the stack is created in the local file backend (.pulumi-state/) if it does not exist
 #   2. pulumi preview                  (timed)
 #   3. pulumi up --yes                 (writes rendered/<stack>/; timed)
 #   4. every manifest validated: built-in kinds by kubernetes-validate --strict against the
@@ -12,6 +12,12 @@
 #   scripts/render-and-validate.sh              # prod and preprod
 #   scripts/render-and-validate.sh preprod
 # Needs: .venv (make setup) and the toolchain (built here if missing: scripts/bootstrap-toolchain.sh).
+#
+# The committed Pulumi.<stack>.yaml files are never written to. With the passphrase secrets
+# provider the CLI adds an `encryptionsalt:` line to the stack file it uses; so every command
+# here runs with --config-file on a copy kept in .pulumi-state/config/ (the repo file's content
+# plus the salt line the CLI wrote last time), and a new stack is created from a scratch copy
+# of the project files in .pulumi-state/scratch/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -37,26 +43,41 @@ export ONBOARDING_RENDER=1
 summary=()
 for stack in "${stacks[@]}"; do
 	say "== $stack"
-	pulumi stack select --create --secrets-provider passphrase --non-interactive "$stack" >/dev/null
+	state_dir="${PULUMI_BACKEND_URL#file://}"
+	cfg="$state_dir/config/Pulumi.$stack.yaml"
+	mkdir -p "$state_dir/config"
+	salt=$(grep -E '^encryptionsalt:' "$cfg" 2>/dev/null || true)
+	{ grep -vE '^encryptionsalt:' "Pulumi.$stack.yaml"; [ -z "$salt" ] || printf '%s\n' "$salt"; } >"$cfg.tmp"
+	mv -f "$cfg.tmp" "$cfg"
+	if ! pulumi stack ls --json --non-interactive | grep -q "\"name\": \"$stack\""; then
+		scratch="$state_dir/scratch"
+		rm -rf "$scratch" && mkdir -p "$scratch"
+		cp Pulumi.yaml "$cfg" "$scratch/"
+		(cd "$scratch" && pulumi stack init "$stack" --secrets-provider passphrase --no-select --non-interactive >/dev/null)
+		grep -E '^encryptionsalt:' "$scratch/Pulumi.$stack.yaml" >>"$cfg" || true
+		rm -rf "$scratch"
+		say "$stack: created the stack in $PULUMI_BACKEND_URL"
+	fi
+	run() { pulumi "$@" --stack "$stack" --config-file "$cfg" --non-interactive; }
 	out="rendered/$stack"
 	# Render mode only writes a file when a resource changes: a state that has resources but
 	# no rendered/ folder (deleted by hand) would leave nothing to validate.
 	if [ ! -d "$out" ] && pulumi stack export --stack "$stack" 2>/dev/null | grep -q '"type": "kubernetes:'; then
 		die "$out is missing but stack $stack already has rendered resources in $PULUMI_BACKEND_URL;
   render mode only rewrites changed files. Start the local stack afresh (it only renders files):
-    source scripts/pulumi-env.sh && pulumi stack rm --force --yes $stack
+    source scripts/pulumi-env.sh && pulumi stack rm --force --yes --stack $stack
   then re-run this script (the generated secrets will be new)."
 	fi
 
 	start=$SECONDS
-	pulumi preview --non-interactive --stack "$stack" --diff=false >"/tmp/preview-$stack.$$.log" 2>&1 ||
+	run preview >"/tmp/preview-$stack.$$.log" 2>&1 ||
 		{ cat "/tmp/preview-$stack.$$.log" >&2; die "pulumi preview of $stack failed"; }
 	preview_s=$((SECONDS - start))
 	tail -n 12 "/tmp/preview-$stack.$$.log" >&2
 	say "$stack: preview took ${preview_s}s"
 
 	start=$SECONDS
-	pulumi up --yes --non-interactive --stack "$stack" --skip-preview >"/tmp/up-$stack.$$.log" 2>&1 ||
+	run up --yes --skip-preview >"/tmp/up-$stack.$$.log" 2>&1 ||
 		{ cat "/tmp/up-$stack.$$.log" >&2; die "pulumi up of $stack failed"; }
 	up_s=$((SECONDS - start))
 	tail -n 6 "/tmp/up-$stack.$$.log" >&2
@@ -69,7 +90,7 @@ for stack in "${stacks[@]}"; do
 		die "manifests of $stack do not validate (above)"
 
 	start=$SECONDS
-	pulumi preview --expect-no-changes --non-interactive --stack "$stack" >"/tmp/preview2-$stack.$$.log" 2>&1 ||
+	run preview --expect-no-changes >"/tmp/preview2-$stack.$$.log" 2>&1 ||
 		{ cat "/tmp/preview2-$stack.$$.log" >&2; die "a second preview of $stack expected no changes but found some (above)"; }
 	again_s=$((SECONDS - start))
 	say "$stack: second preview reports no changes (${again_s}s)"
