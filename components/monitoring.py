@@ -23,10 +23,10 @@ from pulumi_kubernetes.networking.v1 import (
     NetworkPolicyPortArgs,
     NetworkPolicySpecArgs,
 )
+from supervision.dashboards import build_dashboards
 
 from components.labels import PUSHES_METRICS_LABEL, standard_labels
 from supervision.context import MonitoringContext
-from supervision.dashboards import build_dashboards
 from supervision.rules import build_rule_groups
 
 MONITORING_API = "monitoring.coreos.com/v1"

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pulumi
 import pytest
 
+from components.gdpr_purge import GdprPurge, GdprPurgeArgs
 from infra.settings import longest_gap
 from tests.unit.harness import Recorded, RecordingMocks, one
 
@@ -33,10 +34,8 @@ def test_purge_never_overlaps_itself_and_is_bounded(stack: list[Recorded]) -> No
 
 
 def test_purge_component_refuses_a_retention_beyond_30_days() -> None:
-    from components.gdpr_purge import GdprPurge, GdprPurgeArgs
-
     pulumi.runtime.set_mocks(RecordingMocks(), project="p", stack="prod")
-    with pytest.raises(ValueError, match="31 days is outside 1..30"):
+    with pytest.raises(ValueError, match=r"31 days is outside 1\.\.30"):
         GdprPurge(
             "purge",
             GdprPurgeArgs(

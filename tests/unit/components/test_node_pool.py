@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pulumi
 import pytest
 
-from components.node_pool import POOL_LABEL, REGION_LABEL
+from components.node_pool import POOL_LABEL, REGION_LABEL, NodePool, NodePoolArgs, PoolNode
 from infra.settings import FRENCH_REGIONS
-from tests.unit.harness import Recorded, by_kind, one, pod_templates_specs
+from tests.unit.harness import Recorded, RecordingMocks, by_kind, one, pod_templates_specs
 
 
 def test_managing_stack_labels_and_taints_every_dedicated_node(prod: list[Recorded]) -> None:
@@ -57,11 +58,6 @@ def test_prod_outranks_preprod_on_the_shared_nodes(
 
 
 def test_node_pool_refuses_a_node_outside_the_allowed_regions() -> None:
-    import pulumi
-
-    from components.node_pool import NodePool, NodePoolArgs, PoolNode
-    from tests.unit.harness import RecordingMocks
-
     pulumi.runtime.set_mocks(RecordingMocks(), project="p", stack="prod")
     with pytest.raises(ValueError, match="outside the allowed regions: \\['de-fra'\\]"):
         NodePool(
