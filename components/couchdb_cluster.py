@@ -339,6 +339,8 @@ class CouchDBCluster(pulumi.ComponentResource):
     ) -> PodSpecArgs:
         return PodSpecArgs(
             automount_service_account_token=False,
+            # Service links would inject COUCHDB_* variables of their own next to ours.
+            enable_service_links=False,
             termination_grace_period_seconds=60,
             priority_class_name=args.scheduling.priority_class_name,
             node_selector=args.scheduling.node_selector,

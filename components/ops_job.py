@@ -74,6 +74,8 @@ class OpsJobTemplate:
             spec=PodSpecArgs(
                 restart_policy="Never",
                 automount_service_account_token=False,
+                # Service links would inject COUCHDB_* variables of their own next to ours.
+                enable_service_links=False,
                 security_context=OPS_RUN_AS.pod_security(),
                 node_selector=self.scheduling.node_selector,
                 tolerations=self.scheduling.tolerations,

@@ -116,8 +116,8 @@ class WebApp(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=ObjectMetaArgs(name=NAME, namespace=args.namespace, labels=labels),
             spec=DeploymentSpecArgs(
-                # The autoscaler owns the count from here on; this is the starting point.
-                replicas=args.min_replicas,
+                # No replica count: the autoscaler owns it. Declaring one would make every
+                # `pulumi up` reset a site scaled out for a campaign back to the minimum.
                 revision_history_limit=5,
                 selector=LabelSelectorArgs(match_labels=selector),
                 strategy=DeploymentStrategyArgs(
@@ -129,6 +129,8 @@ class WebApp(pulumi.ComponentResource):
                     metadata=ObjectMetaArgs(labels={**labels, **args.couchdb.client_labels}),
                     spec=PodSpecArgs(
                         automount_service_account_token=False,
+                        # Service links would inject COUCHDB_* variables of their own next to ours.
+                        enable_service_links=False,
                         priority_class_name=args.scheduling.priority_class_name,
                         node_selector=args.scheduling.node_selector,
                         tolerations=args.scheduling.tolerations,

@@ -51,3 +51,8 @@ def test_service_targets_the_deployments_pods(stack: list[Recorded]) -> None:
         if matches({"matchLabels": service.spec["selector"]}, p.labels)
     }
     assert selected == {"webapp"}
+
+
+def test_deployment_leaves_the_replica_count_to_the_autoscaler(stack: list[Recorded]) -> None:
+    # A count in the Deployment would scale a campaign-sized site back down on every update.
+    assert "replicas" not in one(stack, "Deployment", "webapp").spec
