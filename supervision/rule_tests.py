@@ -19,7 +19,6 @@ from supervision.context import MonitoringContext
 from supervision.rules import (
     alert_rules,
     build_rule_groups,
-    ops_selector,
     probe_selector,
     selector,
     sli_record_name,
@@ -471,7 +470,7 @@ def _job_stories(
     hour = 3600
 
     def metric(name: str, operation: str) -> str:
-        return name + ops_selector(ctx, operation)
+        return name + selector(*((k, "=", v) for k, v in ops(operation).items()))
 
     stories: list[Story] = []
     for operation, failed, stale, cronjob, max_age in (
@@ -588,9 +587,9 @@ def _job_stories(
         Story(
             "OpsOperationFailed",
             "a failed cluster setup opens a ticket",
-            {metric("couchops_run_success", "cluster_setup"): "0x10"},
+            {metric("couchops_run_success", "cluster-setup"): "0x10"},
             "5m",
-            [Expect(ops("cluster_setup"), 0)],
+            [Expect(ops("cluster-setup"), 0)],
         ),
         Story(
             "OpsOperationFailed",

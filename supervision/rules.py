@@ -244,8 +244,8 @@ def _couchdb_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
                 f"CouchDB pod {label('pod')} reports "
                 f'couchdb_membership{{nodes="{label("nodes")}"}} = {COUNT}, while all '
                 f"{replicas} nodes must be cluster members (cluster_nodes) and connected to "
-                f"each other (all_nodes) with every pod up. A node is missing from /_membership or the "
-                f"Erlang distribution is partitioned: quorum reads and writes may fail."
+                f"each other (all_nodes) with every pod up. A node is missing from /_membership "
+                f"or the Erlang distribution is partitioned: quorum reads and writes may fail."
             ),
         ),
         _alert(
@@ -436,13 +436,18 @@ def _job_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
         _alert(
             ctx,
             "OpsOperationFailed",
-            f"couchops_run_success{ops_selector(ctx, 'cluster_setup|consolidate')} == 0",
+            # couchops labels a run with its subcommand: cluster-setup (cluster_setup in older
+            # pushes), consolidate, and verify (the weekly restore check of the backups).
+            "couchops_run_success"
+            + ops_selector(ctx, "cluster[-_]setup|consolidate|verify")
+            + " == 0",
             severity="ticket",
             summary=f"{ctx.environment}: couchops {label('operation')} failed",
             description=(
                 f"The last `couchops` {label('operation')} run in {ctx.environment} reported a "
-                f"failure. A failed cluster_setup leaves the cluster or its databases "
-                f"misconfigured; a failed consolidate leaves per-user data unmigrated."
+                f"failure. A failed cluster-setup leaves the cluster or its databases "
+                f"misconfigured; a failed consolidate leaves per-user data unmigrated; a failed "
+                f"verify means the newest backup may not restore."
             ),
         ),
         _alert(
