@@ -152,16 +152,23 @@ class CouchDBCluster(pulumi.ComponentResource):
         erlang_cookie = random.RandomPassword(
             f"{name}-erlang-cookie", length=64, special=False, opts=child
         )
-        server_uuid = random.RandomId(f"{name}-uuid", byte_length=16, opts=child)
-        auth_secret = random.RandomId(f"{name}-auth-secret", byte_length=32, opts=child)
-        hash_salt = random.RandomId(f"{name}-admin-salt", byte_length=16, opts=child)
+        auth_secret = random.RandomPassword(
+            f"{name}-auth-secret", length=64, special=False, opts=child
+        )
+        # RandomPassword, not RandomId: only its result is a secret in the state. The uuid
+        # and the salt are 32 hex digits derived from it, so they stay secret too.
+        server_uuid = _hex32(
+            random.RandomPassword(f"{name}-uuid", length=32, special=False, opts=child).result
+        )
+        hash_salt = _hex32(
+            random.RandomPassword(f"{name}-admin-salt", length=32, special=False, opts=child).result
+        )
         self.admin_password = admin_password.result
 
-        # Derived from a secret, so Pulumi keeps it secret in the state and the preview.
-        admin_hash = pulumi.Output.all(admin_password.result, hash_salt.hex).apply(
+        admin_hash = pulumi.Output.all(admin_password.result, hash_salt).apply(
             lambda values: admin_password_hash(values[0], values[1])
         )
-        secret_ini = pulumi.Output.all(admin_hash, server_uuid.hex, auth_secret.hex).apply(
+        secret_ini = pulumi.Output.all(admin_hash, server_uuid, auth_secret.result).apply(
             lambda values: render_secret_ini(args.admin_username, values[0], values[1], values[2])
         )
 
@@ -574,3 +581,7 @@ class CouchDBCluster(pulumi.ComponentResource):
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hex32(secret: pulumi.Output[str]) -> pulumi.Output[str]:
+    return secret.apply(lambda value: _sha256(value)[:32])
