@@ -23,10 +23,10 @@ from pulumi_kubernetes.networking.v1 import (
     NetworkPolicyPortArgs,
     NetworkPolicySpecArgs,
 )
-from supervision.dashboards import build_dashboards
 
 from components.labels import PUSHES_METRICS_LABEL, standard_labels
 from supervision.context import MonitoringContext
+from supervision.dashboards import build_dashboards
 from supervision.rules import build_rule_groups
 
 MONITORING_API = "monitoring.coreos.com/v1"
@@ -48,6 +48,7 @@ class ScrapeTarget:
 class MonitoringArgs:
     environment: str
     namespace: pulumi.Input[str]
+    namespace_name: str
     couchdb: ScrapeTarget
     couchdb_replicas: int
     webapp: ScrapeTarget
@@ -84,7 +85,7 @@ class Monitoring(pulumi.ComponentResource):
         }
         self.context = MonitoringContext(
             environment=args.environment,
-            namespace=f"onboarding-{args.environment}",
+            namespace=args.namespace_name,
             couchdb_job=args.couchdb.job,
             couchdb_replicas=args.couchdb_replicas,
             webapp_job=args.webapp.job,

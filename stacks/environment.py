@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import pulumi
 
+from components import couchdb_cluster, webapp
 from components.backups import Backups, BackupsArgs
 from components.couchdb_cluster import CouchDBCluster, CouchDBClusterArgs
 from components.gdpr_purge import GdprPurge, GdprPurgeArgs
 from components.ingress import Ingress, IngressArgs
+from components.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
 from components.namespace import EnvironmentNamespace, EnvironmentNamespaceArgs, Quota
 from components.node_pool import NodePool, NodePoolArgs, PoolNode
 from components.webapp import CouchDBAccess, WebApp, WebAppArgs
@@ -36,6 +38,7 @@ class Environment:
     ingress: Ingress
     backups: Backups
     purge: GdprPurge
+    monitoring: Monitoring
 
 
 def container_resources(settings: ResourceSettings) -> ContainerResources:
@@ -130,7 +133,7 @@ def build_environment(
         ),
         opts=in_namespace,
     )
-    webapp = WebApp(
+    site = WebApp(
         f"{env}-webapp",
         WebAppArgs(
             environment=env,
@@ -164,8 +167,8 @@ def build_environment(
             host=settings.ingress.host,
             class_name=settings.ingress.class_name,
             cluster_issuer=settings.ingress.cluster_issuer,
-            backend_service=webapp.service_name,
-            backend_port=webapp.service_port,
+            backend_service=site.service_name,
+            backend_port=site.service_port,
             rate_limit_rps=settings.ingress.rate_limit_rps,
             max_body_size=settings.ingress.max_body_size,
         ),
@@ -196,4 +199,28 @@ def build_environment(
         ),
         opts=in_namespace,
     )
-    return Environment(namespace, pool, couchdb, webapp, ingress, backups, purge)
+    monitoring = Monitoring(
+        f"{env}-monitoring",
+        MonitoringArgs(
+            environment=env,
+            namespace=namespace.name,
+            namespace_name=settings.namespace,
+            couchdb=ScrapeTarget(
+                job=couchdb_cluster.NAME,
+                selector_labels=couchdb.selector_labels,
+                port="metrics",
+                path="/_node/_local/_prometheus",
+            ),
+            couchdb_replicas=settings.couchdb.replicas,
+            webapp=ScrapeTarget(job=webapp.NAME, selector_labels=site.selector_labels, port="http"),
+            public_url=ingress.url,
+            monitoring_namespace=settings.monitoring.namespace,
+            prometheus_release=settings.monitoring.prometheus_release,
+            pushgateway_url=settings.monitoring.pushgateway_url,
+            blackbox_prober_url=settings.monitoring.blackbox_prober_url,
+            runbook_base_url=settings.monitoring.runbook_base_url,
+            grafana_dashboard_label=settings.monitoring.grafana_dashboard_label,
+        ),
+        opts=in_namespace,
+    )
+    return Environment(namespace, pool, couchdb, site, ingress, backups, purge, monitoring)
