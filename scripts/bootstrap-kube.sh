@@ -14,6 +14,9 @@
 #                                module scripts/kube/etcd (go.sum committed)
 #   kwok, kwokctl                sigs.k8s.io/kwok v$KWOK_VERSION (`go install` as is)
 #   kubectl (on request)         k8s.io/kubernetes v$KUBE_VERSION, same wrapper module
+# and ../crds/prometheus-operator-v$PROMETHEUS_OPERATOR_VERSION/*.yaml: the monitoring.coreos.com
+# CRDs from github.com/prometheus-operator/prometheus-operator's module zip (the bin dir's
+# sibling; scripts/kube-up.sh installs them).
 #
 # All are static (CGO_ENABLED=0), -trimpath, stripped, and carry their version ldflags
 # (`kube-apiserver --version` says Kubernetes v$KUBE_VERSION). Idempotent: each artefact has a
@@ -31,6 +34,10 @@ KUBE_BUILD_DATE=2025-11-11T19:00:37Z
 # etcd 3.6 is the series Kubernetes 1.34 is tested with; this is the newest 3.6 patch served.
 ETCD_VERSION=3.6.16
 KWOK_VERSION=0.8.0
+# the CRDs of the Monitoring component's kinds (PodMonitor, Probe, PrometheusRule, and
+# ServiceMonitor), read from the operator's module zip (example/prometheus-operator-crd/);
+# v0.85.0 is the only version of that module the proxy serves.
+PROMETHEUS_OPERATOR_VERSION=0.85.0
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RECIPES="$HERE/kube"
@@ -143,8 +150,24 @@ build_kwok() {
 	done
 }
 
+build_crds() {
+	local module="github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION"
+	local dest="$PREFIX/crds/prometheus-operator-v$PROMETHEUS_OPERATOR_VERSION" dir f
+	if [ -f "$dest/.complete" ]; then log "crds: up to date"; return; fi
+	log "crds: monitoring.coreos.com CRDs from $module"
+	dir=$(go mod download -json "$module" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	[ -d "$dir/example/prometheus-operator-crd" ] ||
+		die "go mod download $module gave no example/prometheus-operator-crd/ (is GOPROXY reachable?)"
+	rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+	for f in podmonitors probes prometheusrules servicemonitors; do
+		cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml" "$dest.tmp/"
+	done
+	chmod -R u+w "$dest.tmp" && touch "$dest.tmp/.complete"
+	rm -rf "$dest" && mv "$dest.tmp" "$dest"
+}
+
 # ---------------------------------------------------------------------------------------------
-ALL=(apiserver controller-manager scheduler etcd kwok)
+ALL=(apiserver controller-manager scheduler etcd kwok crds)
 OPTIONAL=(kubectl)
 WANT=("$@")
 [ ${#WANT[@]} -gt 0 ] || WANT=("${ALL[@]}")

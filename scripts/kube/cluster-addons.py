@@ -1,0 +1,290 @@
+"""What the local KWOK cluster needs besides its control plane, so that it looks like the
+hosting provider's cluster to the Pulumi program (scripts/kube-up.sh runs both commands):
+
+  install   the 5 dedicated nodes (fake, managed by kwok) named in the prod stack file, with
+            their region and zone labels but WITHOUT the pool label and taint (the prod stack's
+            NodePatch resources add those); a default StorageClass; the `nginx` IngressClass;
+            the Prometheus Operator CRDs the Monitoring component uses.
+  run       two stand-in controllers, polling every second, for what the real cluster runs:
+            - a volume provisioner for that StorageClass (what the provider's CSI driver does):
+              a claim the scheduler has picked a node for gets a `local` PersistentVolume on
+              that node, pre-bound to it; a released volume is deleted;
+            - the ingress controller's status update (what ingress-nginx does): an Ingress of
+              class nginx gets an address in .status.loadBalancer, which Pulumi's Ingress await
+              waits for. The address is a documentation one (192.0.2.0/24): nothing listens.
+
+Nothing here creates, edits or admits a pod: scheduling, admission and pod status are the real
+scheduler's, the real API server's and kwok's.
+
+    python scripts/kube/cluster-addons.py install --kubeconfig K --stack-file Pulumi.prod.yaml \
+        --crds DIR
+    python scripts/kube/cluster-addons.py run --kubeconfig K
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kubeapi import ApiError, KubeAPI
+
+PROVISIONER = "onboarding.local/fake-csi"
+STORAGE_CLASS = "onboarding-local"
+INGRESS_CLASS = "nginx"
+INGRESS_ADDRESS = "192.0.2.10"
+# Enough for both stacks at full scale on any one node (prod's quota is ~13.5 CPU / 32 GiB
+# in all, preprod's ~4 CPU / 6 GiB).
+NODE_ALLOCATABLE = {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}
+CRD_FILES = [
+    "monitoring.coreos.com_podmonitors.yaml",
+    "monitoring.coreos.com_probes.yaml",
+    "monitoring.coreos.com_prometheusrules.yaml",
+    "monitoring.coreos.com_servicemonitors.yaml",
+]
+
+
+def log(message: str) -> None:
+    print(f"[cluster-addons {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def wait_for(what: str, check: Any, timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (ApiError, OSError) as error:
+            last = error
+        time.sleep(0.5)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last})")
+
+
+def stack_nodes(stack_file: Path) -> list[dict[str, str]]:
+    config = yaml.safe_load(stack_file.read_text())["config"]
+    nodes: list[dict[str, str]] = config["onboarding:nodePool"]["nodes"]
+    return nodes
+
+
+def node_manifest(node: dict[str, str]) -> dict[str, Any]:
+    name = node["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            # kwokctl's kwok controller manages the nodes carrying this annotation
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                "topology.kubernetes.io/region": node["region"],
+                "topology.kubernetes.io/zone": node["zone"],
+            },
+        },
+        "spec": {},
+        "status": {"allocatable": NODE_ALLOCATABLE, "capacity": NODE_ALLOCATABLE},
+    }
+
+
+def node_ready(api: KubeAPI, name: str) -> bool:
+    node = api.get(f"/api/v1/nodes/{name}")
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def install(api: KubeAPI, stack_file: Path, crds: Path) -> None:
+    wait_for("the API server to be ready", lambda: api.get("/readyz").get("text") == "ok")
+    wait_for(
+        "the default ServiceAccount (controller-manager up)",
+        lambda: api.get_or_none("/api/v1/namespaces/default/serviceaccounts/default"),
+    )
+
+    nodes = stack_nodes(stack_file)
+    for node in nodes:
+        if api.get_or_none(f"/api/v1/nodes/{node['name']}") is None:
+            api.create("/api/v1/nodes", node_manifest(node))
+            log(f"node {node['name']} created ({node['region']}/{node['zone']})")
+    for node in nodes:
+        wait_for(f"node {node['name']} to be Ready", lambda n=node: node_ready(api, n["name"]))
+    log(f"{len(nodes)} nodes Ready")
+
+    api.apply(
+        f"/apis/storage.k8s.io/v1/storageclasses/{STORAGE_CLASS}",
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        },
+    )
+    api.apply(
+        f"/apis/networking.k8s.io/v1/ingressclasses/{INGRESS_CLASS}",
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": {"name": INGRESS_CLASS},
+            "spec": {"controller": "k8s.io/ingress-nginx"},
+        },
+    )
+    log(f"StorageClass {STORAGE_CLASS} (default) and IngressClass {INGRESS_CLASS} applied")
+
+    for file in CRD_FILES:
+        crd = yaml.safe_load((crds / file).read_text())
+        name = crd["metadata"]["name"]
+        api.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", crd)
+
+        def established(n: str = name) -> bool:
+            status = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}")
+            return any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in (status.get("status") or {}).get("conditions") or []
+            )
+
+        wait_for(f"CRD {name} to be established", established)
+    log(f"{len(CRD_FILES)} Prometheus Operator CRDs established ({crds})")
+
+
+def provision(api: KubeAPI) -> None:
+    for pvc in api.items("/api/v1/persistentvolumeclaims"):
+        meta, spec = pvc["metadata"], pvc["spec"]
+        annotations = meta.get("annotations", {})
+        node = annotations.get("volume.kubernetes.io/selected-node")
+        if (
+            pvc.get("status", {}).get("phase") != "Pending"
+            or spec.get("volumeName")
+            or annotations.get("volume.kubernetes.io/storage-provisioner") != PROVISIONER
+            or not node
+        ):
+            continue
+        name = f"pvc-{meta['uid']}"
+        if api.get_or_none(f"/api/v1/persistentvolumes/{name}") is not None:
+            continue
+        api.create(
+            "/api/v1/persistentvolumes",
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {
+                    "name": name,
+                    "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+                },
+                "spec": {
+                    "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                    "accessModes": spec["accessModes"],
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "storageClassName": spec.get("storageClassName"),
+                    "volumeMode": spec.get("volumeMode", "Filesystem"),
+                    "local": {"path": f"/var/lib/onboarding-fake-volumes/{name}"},
+                    "nodeAffinity": {
+                        "required": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {
+                                            "key": "kubernetes.io/hostname",
+                                            "operator": "In",
+                                            "values": [node],
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    },
+                    "claimRef": {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "namespace": meta["namespace"],
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                    },
+                },
+            },
+        )
+        log(f"provisioned {name} on {node} for {meta['namespace']}/{meta['name']}")
+    for pv in api.items("/api/v1/persistentvolumes"):
+        provisioned_by = (
+            pv["metadata"].get("annotations", {}).get("pv.kubernetes.io/provisioned-by")
+        )
+        if (
+            provisioned_by == PROVISIONER
+            and pv.get("status", {}).get("phase") == "Released"
+            and pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete"
+        ):
+            api.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
+            log(f"deleted released volume {pv['metadata']['name']}")
+
+
+def publish_ingress_status(api: KubeAPI) -> None:
+    for ingress in api.items("/apis/networking.k8s.io/v1/ingresses"):
+        meta = ingress["metadata"]
+        if ingress["spec"].get("ingressClassName") != INGRESS_CLASS:
+            continue
+        if ingress.get("status", {}).get("loadBalancer", {}).get("ingress"):
+            continue
+        api.merge_patch(
+            f"/apis/networking.k8s.io/v1/namespaces/{meta['namespace']}/ingresses/"
+            f"{meta['name']}/status",
+            {"status": {"loadBalancer": {"ingress": [{"ip": INGRESS_ADDRESS}]}}},
+        )
+        log(f"ingress {meta['namespace']}/{meta['name']}: published {INGRESS_ADDRESS}")
+
+
+def run(api: KubeAPI) -> None:
+    stopping = False
+
+    def stop(_signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log(f"running: provisioner {PROVISIONER}, ingress status for class {INGRESS_CLASS}")
+    while not stopping:
+        for step in (provision, publish_ingress_status):
+            try:
+                step(api)
+            except (ApiError, OSError, KeyError) as error:
+                log(f"{step.__name__}: {error}")
+        time.sleep(1)
+    log("stopped")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_install = sub.add_parser("install")
+    p_install.add_argument("--kubeconfig", required=True)
+    p_install.add_argument("--stack-file", required=True, type=Path)
+    p_install.add_argument("--crds", required=True, type=Path)
+    p_run = sub.add_parser("run")
+    p_run.add_argument("--kubeconfig", required=True)
+    args = parser.parse_args()
+    api = KubeAPI(args.kubeconfig)
+    if args.command == "install":
+        install(api, args.stack_file, args.crds)
+    else:
+        run(api)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ApiError as error:
+        sys.exit(f"cluster-addons: {error}\n{json.dumps(error.body, indent=1)[:2000]}")
