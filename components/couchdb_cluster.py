@@ -125,6 +125,7 @@ class CouchDBCluster(pulumi.ComponentResource):
     metrics_port: int
     admin_secret_name: pulumi.Output[str]
     app_secret_name: pulumi.Output[str]
+    app_secret: Secret
     admin_password: pulumi.Output[str]
     node_names: list[str]
     ops: OpsJobTemplate
@@ -148,6 +149,11 @@ class CouchDBCluster(pulumi.ComponentResource):
         )
         app_password = random.RandomPassword(
             f"{name}-app-password", length=40, special=False, opts=child
+        )
+        # Key of the pseudonymous partition of each user (`u` + HMAC of the user name): shared
+        # by the site and the consolidation so ids never carry a user name.
+        partition_secret = random.RandomPassword(
+            f"{name}-partition-secret", length=64, special=False, opts=child
         )
         erlang_cookie = random.RandomPassword(
             f"{name}-erlang-cookie", length=64, special=False, opts=child
@@ -196,11 +202,16 @@ class CouchDBCluster(pulumi.ComponentResource):
             f"{name}-app-secret",
             metadata=ObjectMetaArgs(name=f"{NAME}-app", namespace=args.namespace, labels=labels),
             type="Opaque",
-            string_data={"username": args.app_username, "password": app_password.result},
+            string_data={
+                "username": args.app_username,
+                "password": app_password.result,
+                "partitionSecret": partition_secret.result,
+            },
             opts=child,
         )
         self.admin_secret_name = admin_secret.metadata.name
         self.app_secret_name = app_secret.metadata.name
+        self.app_secret = app_secret
 
         cluster_ini = render_cluster_ini(
             ClusterIni(

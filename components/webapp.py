@@ -163,6 +163,10 @@ class WebApp(pulumi.ComponentResource):
                                     EnvVarArgs(
                                         name="COUCHDB_PASSWORD", value_from=credential("password")
                                     ),
+                                    EnvVarArgs(
+                                        name="USER_PARTITION_SECRET",
+                                        value_from=credential("partitionSecret"),
+                                    ),
                                 ],
                                 resources=args.resources.to_args(),
                                 security_context=restricted_container(),

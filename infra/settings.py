@@ -287,6 +287,15 @@ class PurgeSettings(_Model):
         return value
 
 
+class ConsolidationSettings(_Model):
+    """The one-off migration of the legacy per-user databases (off unless asked for)."""
+
+    enabled: bool = False
+    concurrency: Annotated[int, Field(ge=1, le=32)] = 8
+    # Only sources whose every document was found in the consolidated database are deleted.
+    delete_sources: bool = False
+
+
 class MonitoringSettings(_Model):
     namespace: DnsLabel = "monitoring"
     # Label that the Prometheus Operator's selectors match on ServiceMonitor & co.
@@ -308,6 +317,7 @@ class Settings(_Model):
     backup: BackupSettings
     purge: PurgeSettings
     monitoring: MonitoringSettings
+    consolidation: ConsolidationSettings = ConsolidationSettings()
 
     @field_validator("kubernetes_version")
     @classmethod

@@ -13,6 +13,7 @@ import pulumi
 
 from components import couchdb_cluster, webapp
 from components.backups import Backups, BackupsArgs
+from components.consolidation import LegacyConsolidation, LegacyConsolidationArgs
 from components.couchdb_cluster import CouchDBCluster, CouchDBClusterArgs
 from components.gdpr_purge import GdprPurge, GdprPurgeArgs
 from components.ingress import Ingress, IngressArgs
@@ -39,6 +40,7 @@ class Environment:
     backups: Backups
     purge: GdprPurge
     monitoring: Monitoring
+    consolidation: LegacyConsolidation | None
 
 
 def container_resources(settings: ResourceSettings) -> ContainerResources:
@@ -223,4 +225,23 @@ def build_environment(
         ),
         opts=in_namespace,
     )
-    return Environment(namespace, pool, couchdb, site, ingress, backups, purge, monitoring)
+    consolidation = None
+    if settings.consolidation.enabled:
+        consolidation = LegacyConsolidation(
+            f"{env}-consolidation",
+            LegacyConsolidationArgs(
+                namespace=namespace.name,
+                ops=couchdb.ops,
+                database=settings.couchdb.database,
+                app_secret_name=couchdb.app_secret_name,
+                concurrency=settings.consolidation.concurrency,
+                delete_sources=settings.consolidation.delete_sources,
+            ),
+            # The consolidated database and its indexes come from the setup Job.
+            opts=pulumi.ResourceOptions.merge(
+                in_namespace, pulumi.ResourceOptions(depends_on=[couchdb.setup_job])
+            ),
+        )
+    return Environment(
+        namespace, pool, couchdb, site, ingress, backups, purge, monitoring, consolidation
+    )

@@ -125,7 +125,7 @@ def test_generated_secrets_are_pulumi_secrets(prod: list[Recorded]) -> None:
 def test_generated_secrets_are_stable_across_updates(prod: list[Recorded]) -> None:
     # A keeper would regenerate the value whenever it changes; none may exist.
     randoms = [r for r in prod if r.type.startswith("random:")]
-    assert len(randoms) == 6
+    assert len(randoms) == 7
     # RandomPassword only: RandomId keeps its value in plain text in the state.
     assert {r.type for r in randoms} == {"random:index/randomPassword:RandomPassword"}
     assert all("keepers" not in r.inputs for r in randoms)

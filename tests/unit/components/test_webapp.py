@@ -40,7 +40,11 @@ def test_site_reads_database_credentials_from_the_app_secret_not_admin(
         for e in container["env"]
         if "valueFrom" in e
     }
-    assert refs == {"COUCHDB_USER": "couchdb-app", "COUCHDB_PASSWORD": "couchdb-app"}
+    assert refs == {
+        "COUCHDB_USER": "couchdb-app",
+        "COUCHDB_PASSWORD": "couchdb-app",
+        "USER_PARTITION_SECRET": "couchdb-app",
+    }
 
 
 def test_service_targets_the_deployments_pods(stack: list[Recorded]) -> None:
