@@ -36,7 +36,7 @@ if [ -d "$STATE/kwok/clusters/$NAME" ]; then
 	KUBE_VERSION=$(sed -n 's/^KUBE_VERSION=//p' scripts/bootstrap-kube.sh)
 	KWOKCTL="${TOOLCHAIN_CACHE:-$HOME/.cache/onboarding-toolchain}/kube-$KUBE_VERSION/bin/kwokctl"
 	[ -x "$KWOKCTL" ] || { log "ERROR: $KWOKCTL is missing; cannot stop cluster $NAME cleanly"; exit 1; }
-	KWOK_WORKDIR="$STATE/kwok" HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost \
+	HOME="$STATE/home" KWOK_WORKDIR="$STATE/kwok" HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost \
 		"$KWOKCTL" --name "$NAME" delete cluster --kubeconfig "$KUBECONFIG_FILE" >&2
 fi
 rm -rf "$STATE"

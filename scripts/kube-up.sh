@@ -49,7 +49,7 @@ KUBE_VERSION=$(sed -n 's/^KUBE_VERSION=//p' scripts/bootstrap-kube.sh)
 CRDS=$(cd "$BIN/../crds/prometheus-operator-v$(sed -n 's/^PROMETHEUS_OPERATOR_VERSION=//p' scripts/bootstrap-kube.sh)" && pwd)
 log "binaries ready in $BIN ($((SECONDS - start))s)"
 
-mkdir -p "$STATE"
+mkdir -p "$STATE/home"
 export KWOK_WORKDIR="$STATE/kwok"
 # Any download attempt goes to a closed loopback port and fails at once; loopback itself is
 # never proxied.
@@ -62,7 +62,8 @@ export KWOK_KUBE_SCHEDULER_BINARY="$BIN/kube-scheduler"
 export KWOK_ETCD_BINARY="$BIN/etcd"
 export KWOK_KWOK_CONTROLLER_BINARY="$BIN/kwok"
 [ -x "$BIN/kubectl" ] && export KWOK_KUBECTL_BINARY="$BIN/kubectl"
-kwokctl() { "$BIN/kwokctl" --name "$NAME" "$@"; }
+# HOME too: kwokctl's client keeps a discovery cache in ~/.kube/cache, which is not ours to write.
+kwokctl() { HOME="$STATE/home" "$BIN/kwokctl" --name "$NAME" "$@"; }
 
 addons_running() {
 	local pid
@@ -87,7 +88,7 @@ fi
 if [ -d "$KWOK_WORKDIR/clusters/$NAME" ]; then
 	log "cluster $NAME exists but is not healthy: deleting it first"
 	scripts/kube-down.sh "$NAME" >&2
-	mkdir -p "$STATE"
+	mkdir -p "$STATE/home"
 fi
 
 # Options kwokctl has no flag for (bindAddress) and the rest, so a reader sees them in one place.
