@@ -17,6 +17,7 @@ import requests
 from couchops.couch import JSON, Couch, db_path, doc_path
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
+from couchops.purge import purge_index_specs
 from couchops.settings import Settings
 
 SYSTEM_DATABASES = ("_users", "_replicator")
@@ -40,18 +41,11 @@ class SetupReport:
 
 
 def index_specs(settings: Settings, partitioned: bool) -> list[JSON]:
-    """The Mango indexes of the consolidated database, on the creation timestamp."""
+    """The Mango indexes of the consolidated database: the purge's two (global), and one on
+    the creation timestamp within a partition for the application's per-user queries."""
     field_name = settings.purge_timestamp_field
-    specs: list[JSON] = [
-        {
-            "index": {"fields": [field_name]},
-            "ddoc": f"couchops-by-{field_name}",
-            "name": f"by-{field_name}",
-            "type": "json",
-        }
-    ]
+    specs = purge_index_specs(field_name, partitioned)
     if partitioned:
-        specs[0]["partitioned"] = False
         specs.append(
             {
                 "index": {"fields": [field_name]},

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from couchops.couch import JSON, Couch, db_path
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
-from couchops.timestamps import FUTURE_TOLERANCE, iso, parse_timestamp
+from couchops.timestamps import FUTURE_TOLERANCE, ISO_PATTERN, iso, parse_timestamp
 
 MAX_IDS_PER_REQUEST = 100
 MAX_REVS_PER_REQUEST = 1000
@@ -43,8 +43,7 @@ LEDGER_ID = "_local/couchops-purge-untimed"
 LEDGER_MAX_ENTRIES = 100_000
 """About 7 MB of ledger, under CouchDB's default 8 MB document limit."""
 CHANGES_PAGE = 2000
-# A Mango regex (Erlang re) equal to couchops.timestamps' accepted shape.
-_ISO_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+FIND_PAGE = 2000
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,8 @@ class Candidate:
     revs: tuple[str, ...]
     reason: str
     timestamp: str | None
+    counted: bool = True
+    """False for what is left of a document already counted as purged."""
 
 
 @dataclass
@@ -117,9 +118,46 @@ def prefilter(timestamp_field: str, cutoff: datetime, now: datetime) -> JSON:
             {f: {"$gt": future}},
             {f: {"$exists": False}},
             {f: {"$not": {"$type": "string"}}},
-            {f: {"$not": {"$regex": _ISO_REGEX}}},
+            {f: {"$not": {"$regex": ISO_PATTERN}}},
         ]
     }
+
+
+def untimed_selector(timestamp_field: str) -> JSON:
+    """Documents whose timestamp field is missing, not a string, or not ISO-8601 shaped."""
+    f = timestamp_field
+    return {
+        "$or": [
+            {f: {"$exists": False}},
+            {f: {"$not": {"$type": "string"}}},
+            {f: {"$not": {"$regex": ISO_PATTERN}}},
+        ]
+    }
+
+
+def purge_index_specs(timestamp_field: str, partitioned: bool) -> list[JSON]:
+    """The Mango indexes that let a purge read only what it may remove: one on the timestamp
+    (old and future-dated documents by range) and one holding only documents without a
+    well-formed timestamp (a partial index). `cluster-setup` creates them."""
+    f = timestamp_field
+    specs: list[JSON] = [
+        {
+            "index": {"fields": [f]},
+            "ddoc": f"couchops-by-{f}",
+            "name": f"by-{f}",
+            "type": "json",
+        },
+        {
+            "index": {"fields": ["_id"], "partial_filter_selector": untimed_selector(f)},
+            "ddoc": f"couchops-untimed-{f}",
+            "name": f"untimed-{f}",
+            "type": "json",
+        },
+    ]
+    if partitioned:
+        for spec in specs:
+            spec["partitioned"] = False
+    return specs
 
 
 class _Ledger:
@@ -163,7 +201,12 @@ def databases_to_purge(couch: Couch, only: list[str] | None) -> list[str]:
 
 
 def scan_changes(
-    couch: Couch, db: str, selector: JSON | None, page: int = CHANGES_PAGE
+    couch: Couch,
+    db: str,
+    selector: JSON | None,
+    page: int = CHANGES_PAGE,
+    *,
+    include_docs: bool = True,
 ) -> Iterator[JSON]:
     """Every change of the database (winning document and all leaf revisions), paged.
 
@@ -176,7 +219,7 @@ def scan_changes(
     while True:
         params: dict[str, Any] = {
             "style": "all_docs",
-            "include_docs": True,
+            "include_docs": include_docs,
             "limit": page,
             "since": since,
         }
@@ -244,7 +287,7 @@ def batches(
                 yield body, frozenset(continued)
                 body, rev_count, continued = {}, 0, set()
             body[cand.doc_id] = chunk
-            if start:
+            if start or not cand.counted:
                 continued.add(cand.doc_id)
             rev_count += len(chunk)
     if body:
@@ -326,19 +369,21 @@ class _DatabasePurge:
         self.purged_here = 0
         self.since_refresh = 0
         self.invalid_listed = 0
+        self.seen: set[str] = set()
+        self.purged_ids: set[str] = set()
 
-    def candidates(self) -> Iterator[Candidate]:
-        seen: set[str] = set()
-        selector = (
-            prefilter(self.options.timestamp_field, self.cutoff, self.now)
-            if self.couch.is_apache_couchdb()
-            else None
-        )
-        for change in scan_changes(self.couch, self.db, selector):
+    def candidates(self, changes: Iterator[JSON]) -> Iterator[Candidate]:
+        for change in changes:
             doc_id = str(change.get("id", ""))
-            if not doc_id or doc_id.startswith("_design/") or doc_id in seen:
+            if not doc_id or doc_id.startswith("_design/"):
                 continue
-            seen.add(doc_id)
+            if doc_id in self.seen:
+                if change.get("deleted") and doc_id in self.purged_ids:
+                    # A deleted leaf (invisible to Mango) outlived the purge of the document.
+                    revs = tuple(str(c["rev"]) for c in change.get("changes", []))
+                    yield Candidate(doc_id, revs, "leaves left by its purge", None, counted=False)
+                continue
+            self.seen.add(doc_id)
             self.stats.documents_scanned += 1
             cand, kind = decide(
                 change, self.options.timestamp_field, self.cutoff, self.now, self.ledger
@@ -350,7 +395,80 @@ class _DatabasePurge:
                 self.stats.documents_would_purge += 1
                 self._list(cand)
                 continue
+            self.purged_ids.add(doc_id)
             yield cand
+
+    def _purge_indexes(self) -> tuple[list[str], list[str]] | None:
+        """The two purge indexes, when the database has both (Apache CouchDB only)."""
+        if not self.couch.is_apache_couchdb():
+            return None
+        names = {
+            (str(ix.get("ddoc")), str(ix.get("name")))
+            for ix in self.couch.get(f"{db_path(self.db)}/_index").get("indexes", [])
+        }
+        by, untimed = purge_index_specs(self.options.timestamp_field, False)
+        wanted = [[f"_design/{spec['ddoc']}", spec["name"]] for spec in (by, untimed)]
+        if all((ddoc, name) in names for ddoc, name in wanted):
+            return wanted[0], wanted[1]
+        self.log.info("purge.full_scan", reason="the purge indexes are missing")
+        return None
+
+    def _find(self, selector: JSON, index: list[str]) -> Iterator[JSON]:
+        """Documents matching a selector through an index, paged with bookmarks; the index
+        is brought up to date by the first page only."""
+        f = self.options.timestamp_field
+        body: JSON = {
+            "selector": selector,
+            "use_index": index,
+            "fields": ["_id", "_rev", "_conflicts", f],
+            "conflicts": True,
+            "limit": FIND_PAGE,
+        }
+        while True:
+            answer = self.couch.post(f"{db_path(self.db)}/_find", body)
+            if answer.get("warning"):
+                self.log.warning("purge.find_warning", warning=answer["warning"])
+            docs = answer.get("docs") or []
+            yield from docs
+            if len(docs) < FIND_PAGE or not answer.get("bookmark"):
+                return
+            body = {**body, "bookmark": answer["bookmark"], "update": False}
+
+    def _indexed_changes(self, indexes: tuple[list[str], list[str]]) -> Iterator[JSON]:
+        """What may go, read through the indexes: documents dated before the cutoff (with a
+        day's margin), dated in the future, or without a well-formed date."""
+        by, untimed = indexes
+        f = self.options.timestamp_field
+        upper = iso(self.cutoff + timedelta(days=1))
+        future = iso(self.now + FUTURE_TOLERANCE - timedelta(days=1))
+        queries: list[tuple[JSON, list[str]]] = [
+            ({f: {"$lt": upper}}, by),
+            ({f: {"$gt": future}}, by),
+            ({"$and": [{"_id": {"$gt": None}}, untimed_selector(f)]}, untimed),
+        ]
+        for selector, index in queries:
+            for doc in self._find(selector, index):
+                revs = [doc["_rev"], *(doc.get("_conflicts") or [])]
+                yield {"id": doc["_id"], "changes": [{"rev": r} for r in revs], "doc": doc}
+
+    def _tombstones(self) -> Iterator[JSON]:
+        """Tombstones are in no index: the changes feed, without bodies, lists them (only
+        when the database has any)."""
+        info = self.couch.db_info(self.db) or {}
+        if not info.get("doc_del_count"):
+            return
+        for change in scan_changes(self.couch, self.db, None, include_docs=False):
+            if change.get("deleted"):
+                yield {**change, "doc": {}}
+
+    def _scanned_changes(self) -> Iterator[JSON]:
+        """Every document, bodies included (on Apache CouchDB pre-filtered by the server)."""
+        selector = (
+            prefilter(self.options.timestamp_field, self.cutoff, self.now)
+            if self.couch.is_apache_couchdb()
+            else None
+        )
+        return scan_changes(self.couch, self.db, selector)
 
     def _count(self, doc_id: str, kind: str, cand: Candidate | None) -> None:
         if kind.startswith("invalid_timestamp"):
@@ -390,11 +508,39 @@ class _DatabasePurge:
 
     def run(self, partitioned: bool) -> None:
         options, stats = self.options, self.stats
+        indexes = self._purge_indexes()
+        # Through the indexes, the cost follows what goes, not what stays; the tombstones come
+        # in a second phase, after the first's purges, so leftover deleted leaves go too.
+        phases: list[Callable[[], Iterator[JSON]]] = (
+            [lambda: self._indexed_changes(indexes), self._tombstones]
+            if indexes
+            else [self._scanned_changes]
+        )
+        for phase in phases:
+            if stats.complete:
+                self._purge_all(self.candidates(phase()), partitioned)
+        self.log.info(
+            "purge.database_done",
+            purged=self.purged_here,
+            batches=stats.batches,
+            complete=stats.complete,
+            indexed=indexes is not None,
+        )
+        if options.dry_run:
+            return
+        self.ledger.save(complete=stats.complete)
+        if self.purged_here:
+            refresh_indexes(self.couch, self.db, partitioned)
+            if options.compact:
+                compact(self.couch, self.db)
+
+    def _purge_all(self, candidates: Iterator[Candidate], partitioned: bool) -> None:
+        options, stats = self.options, self.stats
         # Indexes kept within the purge history CouchDB retains, so none has to be rebuilt.
         limit = _purged_infos_limit(self.couch, self.db)
         inflight: deque[Future[tuple[int, int, bool]]] = deque()
         with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
-            for body, continued in batches(self.candidates(), options.max_ids, options.max_revs):
+            for body, continued in batches(candidates, options.max_ids, options.max_revs):
                 if options.max_batches is not None and stats.batches >= options.max_batches:
                     stats.complete = False
                     break
@@ -408,19 +554,6 @@ class _DatabasePurge:
                     self.since_refresh = 0
             while inflight:
                 self._collect(inflight.popleft())
-        self.log.info(
-            "purge.database_done",
-            purged=self.purged_here,
-            batches=stats.batches,
-            complete=stats.complete,
-        )
-        if options.dry_run:
-            return
-        self.ledger.save(complete=stats.complete)
-        if self.purged_here:
-            refresh_indexes(self.couch, self.db, partitioned)
-            if options.compact:
-                compact(self.couch, self.db)
 
 
 def purge_database(

@@ -7,8 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Date, 'T', time (optional fraction), then 'Z' or a numeric offset: no naive local times,
-# which would make the age of a document depend on the clock's zone.
-_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+# which would make the age of a document depend on the clock's zone. The same pattern runs in
+# CouchDB (Mango `$regex`, Erlang re) to find malformed dates, so it uses ASCII classes only.
+ISO_PATTERN = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_ISO = re.compile(ISO_PATTERN)
 FUTURE_TOLERANCE = timedelta(hours=1)
 """Clock skew accepted; a later timestamp would shelter a document from the purge."""
 

@@ -16,6 +16,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 import responses
 
+from couchops.purge import purge_index_specs
+from couchops.timestamps import ISO_PATTERN
+
 BASE = "http://couchdb.test:5984"
 
 
@@ -36,6 +39,7 @@ class FakeDb:
     seq: int = 0
     changes: dict[str, int] = field(default_factory=dict)
     partitioned: bool = True
+    indexes: list[dict[str, Any]] = field(default_factory=list)
 
     def put(self, doc: dict[str, Any], rev: str | None = None, deleted: bool = False) -> str:
         doc_id = doc["_id"]
@@ -53,7 +57,10 @@ class FakeDb:
 class FakeCouch:
     """Register with `responses`; `dbs` holds the state, `calls` what was asked."""
 
-    def __init__(self, mock: responses.RequestsMock, purge_status: int = 201) -> None:
+    def __init__(
+        self, mock: responses.RequestsMock, purge_status: int = 201, indexed: bool = False
+    ) -> None:
+        self.indexed = indexed
         self.dbs: dict[str, FakeDb] = {}
         self.calls: list[tuple[str, str, Any]] = []
         self.purge_status = purge_status
@@ -71,7 +78,7 @@ class FakeCouch:
         status, payload = self.route(str(request.method), parts, query, body)
         return status, {"Content-Type": "application/json"}, json.dumps(payload)
 
-    def route(  # noqa: PLR0911 (one answer per endpoint)
+    def route(  # noqa: PLR0911, PLR0912 (one answer per endpoint)
         self, method: str, parts: list[str], query: dict[str, str], body: Any
     ) -> tuple[int, Any]:
         if parts == [""]:
@@ -110,9 +117,49 @@ class FakeCouch:
                 if i.startswith("_design/")
             ]
             return 200, {"total_rows": len(rows), "offset": 0, "rows": rows}
+        if action == "_index":
+            return 200, {"total_rows": len(db.indexes), "indexes": db.indexes}
+        if action == "_find" and len(parts) == 2:
+            return 200, self._find(db, body)
         if action in ("_compact", "_find", "_partition", "_design"):
             return (202, {"ok": True}) if action == "_compact" else (200, {"docs": [], "rows": []})
         return 404, {"error": "not_found", "reason": "missing"}
+
+    def _find(self, db: FakeDb, body: dict[str, Any]) -> Any:
+        """Mango `_find` for the selectors couchops' purge sends (and index refreshes)."""
+        selector = body["selector"]
+        field_name = next((f for f in body.get("fields", []) if not f.startswith("_")), "")
+
+        def matches(doc: dict[str, Any]) -> bool:
+            value = doc.get(field_name)
+            if "$and" in selector:
+                return not isinstance(value, str) or not re.match(ISO_PATTERN, value)
+            condition = selector.get(field_name)
+            if not isinstance(condition, dict) or not isinstance(value, str):
+                return False
+            if "$lt" in condition:
+                return bool(value < condition["$lt"])
+            return "$gt" in condition and bool(value > condition["$gt"])
+
+        found = []
+        for doc_id, entry in sorted(db.docs.items()):
+            winner = entry.winner()
+            if doc_id.startswith("_design/") or winner in entry.deleted:
+                continue
+            doc = entry.leaves[winner]
+            if matches(doc):
+                others = [r for r in entry.leaves if r != winner and r not in entry.deleted]
+                found.append(
+                    {
+                        "_id": doc_id,
+                        "_rev": winner,
+                        "_conflicts": others,
+                        **({field_name: doc[field_name]} if field_name in doc else {}),
+                    }
+                )
+        start = int(body.get("bookmark", "0"))
+        page = found[start : start + int(body.get("limit", 25))]
+        return {"docs": page, "bookmark": str(start + len(page))}
 
     def _changes(self, db: FakeDb, query: dict[str, str]) -> Any:
         since = int(query.get("since", "0") or 0)
@@ -126,8 +173,9 @@ class FakeCouch:
                 "seq": f"{seq}-opaque",
                 "id": doc_id,
                 "changes": [{"rev": r} for r in sorted(doc.leaves)],
-                "doc": doc.leaves[winner],
             }
+            if query.get("include_docs") == "true":
+                result["doc"] = doc.leaves[winner]
             if winner in doc.deleted:
                 result["deleted"] = True
             results.append(result)
@@ -151,6 +199,17 @@ class FakeCouch:
                 db.changes.pop(doc_id, None)
             purged[doc_id] = done
         return self.purge_status, {"purge_seq": None, "purged": purged}
+
+    def new_db(self, name: str) -> FakeDb:
+        """A database; with the purge's two Mango indexes when the fake is `indexed`."""
+        db = FakeDb()
+        if self.indexed:
+            db.indexes = [
+                {"ddoc": f"_design/{spec['ddoc']}", "name": spec["name"], "type": "json"}
+                for spec in purge_index_specs("createdAt", partitioned=False)
+            ]
+        self.dbs[name] = db
+        return db
 
     def requests_to(self, suffix: str) -> list[Any]:
         return [body for _, path, body in self.calls if path.endswith(suffix)]

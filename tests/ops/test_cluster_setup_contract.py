@@ -165,9 +165,13 @@ def test_first_run_finishes_the_cluster_and_creates_a_partitioned_database(
         ("PUT", "/onboarding", {"partitioned": "true", "q": "4", "n": "3"})
     ]
     partitioned = {ix["name"]: ix["def"].get("partitioned") for ix in cluster.indexes}
-    assert partitioned == {"by-createdAt": False, "by-createdAt-in-partition": True}
+    assert partitioned == {
+        "by-createdAt": False,
+        "untimed-createdAt": False,
+        "by-createdAt-in-partition": True,
+    }
     assert cluster.security["members"] == {"names": [], "roles": ["_admin"]}
-    assert len(report.changes) == 6
+    assert len(report.changes) == 7
 
     again = cluster_setup(couch(), settings(), sleep=clock.sleep, clock=clock)
     assert again.changes == []

@@ -21,16 +21,18 @@ from hypothesis import strategies as st
 
 from couchops.couch import Couch
 from couchops.purge import LEDGER_ID, Candidate, PurgeOptions, batches, purge
-from tests.ops.fake_couch import BASE, FakeCouch, FakeDb
+from tests.ops.fake_couch import BASE, FakeCouch, FakeDb  # noqa: F401
 from tests.ops.helpers import NOW, days_ago, onboarding_doc
 
 pytestmark = pytest.mark.contract
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeCouch]:
+@pytest.fixture(params=[False, True], ids=["full-scan", "through-indexes"])
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeCouch]:
+    """Both ways a purge finds what to remove: a scan of every document, or (when the
+    database has the purge's Mango indexes) `_find` queries plus the tombstones' changes."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield FakeCouch(mock)
+        yield FakeCouch(mock, indexed=request.param)
 
 
 def options(**kw: object) -> PurgeOptions:
@@ -45,7 +47,7 @@ def client() -> Couch:
 
 def test_only_documents_strictly_older_than_the_cutoff_are_purged(fake: FakeCouch) -> None:
     """Contract test (no _purge in pouchdb-server): the boundary, to the millisecond."""
-    db = fake.dbs["onboarding"] = FakeDb()
+    db = fake.new_db("onboarding")
     cutoff = NOW - timedelta(days=30)
     db.put(onboarding_doc("p1:older", days_ago(30, NOW - timedelta(milliseconds=1))))
     db.put(onboarding_doc("p1:at-cutoff", days_ago(30)))
@@ -57,27 +59,38 @@ def test_only_documents_strictly_older_than_the_cutoff_are_purged(fake: FakeCouc
     stats = purge(client(), options())
     assert sorted(db.docs) == ["p1:at-cutoff", "p1:younger", "p2:today"]
     assert stats.documents_purged == 2
-    scan = fake.requests_to("/_changes")[0]
-    assert "$or" in scan["selector"]
+    if fake.indexed:
+        # Only what may go is read: a range below the cutoff (and one in the future) on the
+        # timestamp index, and the partial index of documents without a well-formed date.
+        assert [f["use_index"][1] for f in fake.requests_to("/_find")] == [
+            "by-createdAt",
+            "by-createdAt",
+            "untimed-createdAt",
+        ]
+        assert fake.requests_to("/_changes") == []
+    else:
+        scan = fake.requests_to("/_changes")[0]
+        assert "$or" in scan["selector"]
 
 
 def test_every_leaf_revision_is_purged_conflicts_and_deleted_leaves_included(
     fake: FakeCouch,
 ) -> None:
     """Contract test (no _purge in pouchdb-server): the request names all leaves."""
-    db = fake.dbs["onboarding"] = FakeDb()
+    db = fake.new_db("onboarding")
     doc = onboarding_doc("p:conflicted", days_ago(40))
     db.put(doc, rev="3-bbb")
     db.put(doc, rev="3-aaa")
     db.put(doc, rev="2-ccc", deleted=True)
     purge(client(), options())
-    assert fake.requests_to("/_purge") == [{"p:conflicted": ["2-ccc", "3-aaa", "3-bbb"]}]
+    sent = [rev for body in fake.requests_to("/_purge") for rev in body["p:conflicted"]]
+    assert sorted(sent) == ["2-ccc", "3-aaa", "3-bbb"]
     assert db.docs == {}
 
 
 def test_requests_stay_within_the_purge_limits(fake: FakeCouch) -> None:
     """Contract test: CouchDB 3.5 refuses more than 100 ids or 1000 revisions per request."""
-    db = fake.dbs["onboarding"] = FakeDb()
+    db = fake.new_db("onboarding")
     for i in range(250):
         db.put(onboarding_doc(f"p:{i:04d}", days_ago(45)))
     many = onboarding_doc("p:many-leaves", days_ago(45))
@@ -117,7 +130,7 @@ def test_batches_never_exceed_the_limits_and_carry_every_revision(
 
 def test_a_run_stopped_after_k_batches_is_finished_by_the_next_run(fake: FakeCouch) -> None:
     """Contract test: resumable; young documents survive both runs."""
-    db = fake.dbs["onboarding"] = FakeDb()
+    db = fake.new_db("onboarding")
     for i in range(95):
         db.put(onboarding_doc(f"old:{i:03d}", days_ago(31 + i % 5)))
         db.put(onboarding_doc(f"new:{i:03d}", days_ago(i % 29)))
@@ -134,7 +147,7 @@ def test_documents_without_a_valid_timestamp_are_reported_then_purged_after_the_
     fake: FakeCouch,
 ) -> None:
     """Contract test: the documented rule for missing, malformed, naive and future dates."""
-    db = fake.dbs["onboarding"] = FakeDb()
+    db = fake.new_db("onboarding")
     db.put(onboarding_doc("p:missing", None))
     db.put(onboarding_doc("p:malformed", "yesterday"))
     db.put(onboarding_doc("p:naive", "2026-01-01T00:00:00"))
@@ -158,7 +171,7 @@ def test_documents_without_a_valid_timestamp_are_reported_then_purged_after_the_
 
 def test_a_document_that_gains_a_valid_timestamp_leaves_the_ledger(fake: FakeCouch) -> None:
     """Contract test: the ledger only holds documents still without a valid timestamp."""
-    db = fake.dbs["onboarding"] = FakeDb()
+    db = fake.new_db("onboarding")
     db.put(onboarding_doc("p:fixed", None))
     purge(client(), options())
     db.put(onboarding_doc("p:fixed", days_ago(1)))
@@ -168,7 +181,7 @@ def test_a_document_that_gains_a_valid_timestamp_leaves_the_ledger(fake: FakeCou
 
 
 def test_dry_run_lists_what_would_go_and_sends_no_purge(fake: FakeCouch) -> None:
-    db = fake.dbs["onboarding"] = FakeDb()
+    db = fake.new_db("onboarding")
     db.put(onboarding_doc("p:old", days_ago(31)))
     db.put(onboarding_doc("p:new", days_ago(1)))
     listing = io.StringIO()
@@ -176,16 +189,15 @@ def test_dry_run_lists_what_would_go_and_sends_no_purge(fake: FakeCouch) -> None
     assert stats.documents_would_purge == 1
     assert '"id": "p:old"' in listing.getvalue() and "p:new" not in listing.getvalue()
     assert fake.requests_to("/_purge") == []
-    assert [
-        path for method, path, _ in fake.calls if method != "GET" and "_changes" not in path
-    ] == []
+    writes = [p for m, p, _ in fake.calls if m != "GET" and not p.endswith(("_changes", "_find"))]
+    assert writes == []
 
 
 def test_a_purge_accepted_without_quorum_is_counted_for_alerting() -> None:
     """Contract test: CouchDB answers 202 Accepted when the write quorum was not met."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         fake = FakeCouch(mock, purge_status=202)
-        db = fake.dbs["onboarding"] = FakeDb()
+        db = fake.new_db("onboarding")
         db.put(onboarding_doc("p:old", days_ago(31)))
         stats = purge(client(), options())
     assert stats.requests_without_quorum == 1
@@ -195,7 +207,7 @@ def test_a_purge_accepted_without_quorum_is_counted_for_alerting() -> None:
 def test_indexes_are_refreshed_and_the_database_compacted_after_a_purge(fake: FakeCouch) -> None:
     """Contract test: views and Mango indexes are queried (so they drop purged documents),
     then `POST /{db}/_compact` and `POST /{db}/_compact/{ddoc}` are sent."""
-    db = fake.dbs["onboarding"] = FakeDb()
+    db = fake.new_db("onboarding")
     db.put({"_id": "_design/app", "views": {"v": {"map": "function(d){emit(d.step)}"}}})
     db.put(
         {
@@ -210,6 +222,7 @@ def test_indexes_are_refreshed_and_the_database_compacted_after_a_purge(fake: Fa
     paths = [path for _, path, _ in fake.calls]
     assert "/onboarding/_partition/couchops/_design/app/_view/v" in paths
     assert "/onboarding/_find" in paths
-    assert fake.requests_to("/_find")[0]["use_index"] == ["_design/mango", "by-createdAt"]
+    refreshes = [f["use_index"] for f in fake.requests_to("/_find") if f.get("limit") == 1]
+    assert ["_design/mango", "by-createdAt"] in refreshes
     assert "/onboarding/_compact" in paths and "/onboarding/_compact/app" in paths
     assert "_design/app" in db.docs

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from couchops.couch import Couch, db_path, doc_path
-from couchops.purge import PurgeOptions, purge
+from couchops.purge import PurgeOptions, purge, purge_index_specs
 from couchops.timestamps import iso
 from tests.ops.conftest import Server
 from tests.ops.helpers import bulk, last_line, onboarding_doc, run_cli, with_attachment
@@ -80,6 +80,9 @@ def test_purge_removes_old_documents_from_every_api_and_never_touches_younger_on
         f"{db_path(db)}/_index",
         {"index": {"fields": ["createdAt"]}, "ddoc": "ts", "name": "ts", "partitioned": False},
     )
+    # The purge's own indexes (cluster-setup creates them): the purge reads through them.
+    for spec in purge_index_specs("createdAt", partitioned=server.kind == "couchdb"):
+        couch.post(f"{db_path(db)}/_index", spec)
     couch.put(
         doc_path(db, "_design/app"),
         {
