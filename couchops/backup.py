@@ -26,10 +26,13 @@ import fcntl
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
+import queue
 import re
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -48,8 +51,6 @@ from couchops.timestamps import iso
 FORMAT = "couchops-backup/1"
 MANIFEST = "manifest.json"
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
-ID_PAGE = 10_000
-"""Ids listed per request in the first pass."""
 
 
 def canonical(doc: JSON) -> bytes:
@@ -104,47 +105,88 @@ def _attachment_bytes(doc: JSON) -> tuple[int, int]:
     return len(atts), size
 
 
-def list_ids(couch: Couch, db: str, page: int = ID_PAGE) -> Iterator[str]:
-    """All document ids (design documents included), in the server's order, paged."""
-    params: dict[str, Any] = {"limit": page}
-    while True:
-        rows = couch.get(f"{db_path(db)}/_all_docs", params=params).get("rows", [])
-        for row in rows:
-            yield str(row["id"])
-        if len(rows) < page:
-            return
-        params = {"limit": page, "startkey": rows[-1]["id"], "skip": 1}
+SAMPLE = 500
+"""Ids sampled from each end of the changes feed to cut the id space into parallel ranges."""
 
 
-def fetch_range(couch: Couch, db: str, first: str, last: str) -> list[JSON]:
-    """Winning revisions with attachments inline for ids first..last (inclusive)."""
-    response = couch.request(
-        "GET",
-        f"{db_path(db)}/_all_docs",
-        params={
-            "startkey": first,
-            "endkey": last,
-            "include_docs": True,
-            "attachments": True,
-        },
-    )
+def split_points(couch: Couch, db: str, parts: int) -> list[str]:
+    """Ids that cut the database into about `parts` ranges, from a sample of the changes feed
+    (one request at each end): no pass over every id. A skewed sample only parallelises less;
+    the ranges cover every id whatever it is."""
+    if parts < 2:
+        return []
+    sample: set[str] = set()
+    for descending in (False, True):
+        rows = couch.get(
+            f"{db_path(db)}/_changes", params={"limit": SAMPLE, "descending": descending}
+        ).get("results", [])
+        sample.update(str(r["id"]) for r in rows if not r.get("deleted"))
+    ordered = sorted(sample)
+    if len(ordered) < parts * 4:
+        return []
+    step = len(ordered) / parts
+    return sorted({ordered[int(step * i)] for i in range(1, parts)})
+
+
+def fetch_range(
+    couch: Couch, db: str, first: str | None, end: str | None, limit: int
+) -> list[JSON]:
+    """Up to `limit` winning revisions with attachments inline, ids from `first` (inclusive)
+    to `end` (exclusive); None leaves that side open."""
+    params: dict[str, Any] = {"include_docs": True, "attachments": True, "limit": limit}
+    if first is not None:
+        params["startkey"] = first
+    if end is not None:
+        params["endkey"] = end
+        params["inclusive_end"] = False
+    response = couch.request("GET", f"{db_path(db)}/_all_docs", params=params)
     rows = jsoncodec.loads(response.content).get("rows", [])
     return [row["doc"] for row in rows if row.get("doc")]
 
 
+def _read_range(
+    couch: Couch, db: str, first: str | None, end: str | None, page: int
+) -> Iterator[list[JSON]]:
+    skip_first = False
+    while True:
+        docs = fetch_range(couch, db, first, end, page + (1 if skip_first else 0))
+        if skip_first and docs and docs[0]["_id"] == first:
+            docs = docs[1:]
+        if docs:
+            yield docs
+        if len(docs) < page:
+            return
+        first, skip_first = str(docs[-1]["_id"]), True
+
+
 def read_database(couch: Couch, db: str, *, page: int, concurrency: int) -> Iterator[list[JSON]]:
-    """Pages of documents: ids are listed first, then ranges of them fetched in parallel and
-    handed over in order."""
-    ids = list(list_ids(couch, db))
-    ranges = [(ids[i], ids[min(i + page, len(ids)) - 1]) for i in range(0, len(ids), page)]
-    window: deque[Future[list[JSON]]] = deque()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for first, last in ranges:
-            window.append(pool.submit(fetch_range, couch, db, first, last))
-            if len(window) > concurrency:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+    """Pages of documents, in no particular order: the id space is cut into ranges that are
+    streamed in parallel, each page by page (memory stays bounded by the page size)."""
+    cuts = split_points(couch, db, concurrency)
+    bounds: list[str | None] = [None, *cuts, None]
+    ranges = list(itertools.pairwise(bounds))
+    pages: queue.Queue[list[JSON] | BaseException | None] = queue.Queue(maxsize=2 * len(ranges))
+
+    def worker(first: str | None, end: str | None) -> None:
+        try:
+            for docs in _read_range(couch, db, first, end, page):
+                pages.put(docs)
+            pages.put(None)
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            pages.put(exc)
+
+    threads = [threading.Thread(target=worker, args=r, daemon=True) for r in ranges]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    while running:
+        item = pages.get()
+        if item is None:
+            running -= 1
+        elif isinstance(item, BaseException):
+            raise item
+        else:
+            yield item
 
 
 class _HashingWriter(io.RawIOBase):
@@ -254,7 +296,7 @@ def backup(
     retention_days: int,
     databases: list[str] | None = None,
     page: int = 1000,
-    concurrency: int = 4,
+    concurrency: int = 8,
     now: datetime | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> BackupResult:
@@ -471,7 +513,7 @@ def restore(
     *,
     mapping: dict[str, str] | None = None,
     batch: int = 1000,
-    concurrency: int = 4,
+    concurrency: int = 8,
     q: int | None = None,
     n: int | None = None,
     clock: Callable[[], float] = time.monotonic,

@@ -77,7 +77,7 @@ class Settings(BaseModel):
     purge_compact: bool = True
     backup_dir: Path | None = None
     backup_retention_days: Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS)] = 30
-    backup_concurrency: Annotated[int, Field(ge=1, le=16)] = 4
+    backup_concurrency: Annotated[int, Field(ge=1, le=16)] = 8
     user_partition_secret: SecretStr | None = None
     consolidate_concurrency: Annotated[int, Field(ge=1, le=32)] = 8
     pushgateway_url: str | None = None
