@@ -55,7 +55,6 @@ class EnvironmentNamespace(pulumi.ComponentResource):
         self, name: str, args: EnvironmentNamespaceArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("onboarding:platform:EnvironmentNamespace", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         level = args.pod_security_level
 
         self.namespace = Namespace(
@@ -70,7 +69,9 @@ class EnvironmentNamespace(pulumi.ComponentResource):
                     "pod-security.kubernetes.io/warn": level,
                 },
             ),
-            opts=child,
+            # Deleting a namespace deletes every claim in it: the CouchDB data volumes and the
+            # backups. `pulumi destroy` therefore leaves the namespace, and with it the data.
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         self.name = self.namespace.metadata.name
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
@@ -85,7 +86,7 @@ class EnvironmentNamespace(pulumi.ComponentResource):
                     "limits.memory": args.quota.memory_limits,
                     "requests.storage": args.quota.storage_requests,
                     "pods": str(args.quota.pods),
-                    "services.loadbalancer": "0",
+                    "services.loadbalancers": "0",
                     "services.nodeports": "0",
                 }
             ),

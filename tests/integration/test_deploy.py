@@ -562,12 +562,6 @@ def test_destroying_preprod_leaves_prod_and_the_nodes_alone(
     assert preview.returncode == 0, preview.stdout + preview.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the backups PVC is retainOnDelete, but the Namespace it lives in is not: `pulumi "
-    "destroy` deletes the namespace and Kubernetes deletes the PVC with it (and the CouchDB data "
-    "PVCs the StatefulSet's Retain policy keeps); README promises the backup volume is kept",
-)
 def test_destroy_kept_what_preprod_marks_retain_on_delete(
     deployed: dict[str, Deployment], cluster: Cluster
 ) -> None:

@@ -92,4 +92,4 @@ def test_quota_admits_every_workload_at_full_scale(stack: list[Recorded]) -> Non
             memory += count * quantity_value(container["resources"]["requests"]["memory"])
     assert quantity_value(hard["requests.cpu"]) >= cpu
     assert quantity_value(hard["requests.memory"]) >= memory
-    assert hard["services.loadbalancer"] == "0"
+    assert hard["services.loadbalancers"] == "0"
