@@ -50,4 +50,33 @@ if [ -z "${PULUMI_CONFIG_PASSPHRASE+x}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FI
 	esac
 fi
 
+# The committed Pulumi.<stack>.yaml files are never written to. With the passphrase secrets
+# provider the CLI adds an `encryptionsalt:` line to the stack file it uses; so commands run
+# with --config-file on a copy kept in the state folder: the repo file's content plus the salt
+# line the CLI wrote last time. A new stack is created from a scratch copy of the project files.
+#   cfg=$(onboarding_stack_config prod) && pulumi preview --stack prod --config-file "$cfg"
+onboarding_stack_config() {
+	local stack=$1 root state_dir cfg salt scratch
+	root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
+	case "$PULUMI_BACKEND_URL" in
+	file://*) state_dir="${PULUMI_BACKEND_URL#file://}" ;;
+	*) state_dir="$root/.pulumi-state" ;;
+	esac
+	cfg="$state_dir/config/Pulumi.$stack.yaml"
+	mkdir -p "$state_dir/config"
+	salt=$(grep -E '^encryptionsalt:' "$cfg" 2>/dev/null || true)
+	{ grep -vE '^encryptionsalt:' "$root/Pulumi.$stack.yaml"; [ -z "$salt" ] || printf '%s\n' "$salt"; } >"$cfg.tmp"
+	mv -f "$cfg.tmp" "$cfg"
+	if ! pulumi stack ls --json --non-interactive --cwd "$root" | grep -q "\"name\": \"$stack\""; then
+		scratch="$state_dir/scratch"
+		rm -rf "$scratch" && mkdir -p "$scratch"
+		cp "$root/Pulumi.yaml" "$cfg" "$scratch/"
+		(cd "$scratch" && pulumi stack init "$stack" --secrets-provider passphrase --no-select --non-interactive >/dev/null)
+		grep -E '^encryptionsalt:' "$scratch/Pulumi.$stack.yaml" >>"$cfg" || true
+		rm -rf "$scratch"
+		printf 'created stack %s in %s\n' "$stack" "$PULUMI_BACKEND_URL" >&2
+	fi
+	printf '%s\n' "$cfg"
+}
+
 unset _onb_root _onb_pulumi_version _onb_prefix

@@ -3,6 +3,7 @@
 # (scripts/pulumi-env.sh: local file backend, passphrase secrets, no downloads).
 #   scripts/pulumi.sh up prod        render (no kubeconfig) or deploy (kubeconfig)
 #   scripts/pulumi.sh preview preprod
+# The committed stack file is never written: the CLI works on a copy (onboarding_stack_config).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +18,14 @@ esac
 
 # shellcheck source=scripts/pulumi-env.sh
 source scripts/pulumi-env.sh
-pulumi stack select --create --secrets-provider passphrase "$stack" >/dev/null
+cfg=$(onboarding_stack_config "$stack")
+run() { pulumi "$@" --stack "$stack" --config-file "$cfg"; }
 
 case "$command" in
-  up) exec pulumi up --yes --stack "$stack" "$@" ;;
-  preview) exec pulumi preview --stack "$stack" "$@" ;;
-  refresh) exec pulumi refresh --yes --stack "$stack" "$@" ;;
-  destroy) exec pulumi destroy --stack "$stack" "$@" ;;
-  stack) exec pulumi stack --stack "$stack" "$@" ;;
+  up) run up --yes "$@" ;;
+  preview) run preview "$@" ;;
+  refresh) run refresh --yes "$@" ;;
+  destroy) run destroy "$@" ;;
+  stack) pulumi stack --stack "$stack" "$@" ;;
   *) echo "pulumi.sh: unknown command '$command'. $usage" >&2; exit 2 ;;
 esac

@@ -43,21 +43,7 @@ export ONBOARDING_RENDER=1
 summary=()
 for stack in "${stacks[@]}"; do
 	say "== $stack"
-	state_dir="${PULUMI_BACKEND_URL#file://}"
-	cfg="$state_dir/config/Pulumi.$stack.yaml"
-	mkdir -p "$state_dir/config"
-	salt=$(grep -E '^encryptionsalt:' "$cfg" 2>/dev/null || true)
-	{ grep -vE '^encryptionsalt:' "Pulumi.$stack.yaml"; [ -z "$salt" ] || printf '%s\n' "$salt"; } >"$cfg.tmp"
-	mv -f "$cfg.tmp" "$cfg"
-	if ! pulumi stack ls --json --non-interactive | grep -q "\"name\": \"$stack\""; then
-		scratch="$state_dir/scratch"
-		rm -rf "$scratch" && mkdir -p "$scratch"
-		cp Pulumi.yaml "$cfg" "$scratch/"
-		(cd "$scratch" && pulumi stack init "$stack" --secrets-provider passphrase --no-select --non-interactive >/dev/null)
-		grep -E '^encryptionsalt:' "$scratch/Pulumi.$stack.yaml" >>"$cfg" || true
-		rm -rf "$scratch"
-		say "$stack: created the stack in $PULUMI_BACKEND_URL"
-	fi
+	cfg=$(onboarding_stack_config "$stack")
 	run() { pulumi "$@" --stack "$stack" --config-file "$cfg" --non-interactive; }
 	out="rendered/$stack"
 	# Render mode only writes a file when a resource changes: a state that has resources but
