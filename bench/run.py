@@ -27,6 +27,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,12 @@ from couchops.consolidate import consolidate  # noqa: E402
 from couchops.couch import Couch, db_path  # noqa: E402
 from couchops.log import configure  # noqa: E402
 from couchops.partition import partition_key, userdb_name  # noqa: E402
-from couchops.purge import PurgeOptions, purge, purge_index_specs  # noqa: E402
+from couchops.purge import (  # noqa: E402
+    PurgeOptions,
+    purge,
+    purge_index_specs,
+    refresh_indexes,
+)
 from couchops.timestamps import iso  # noqa: E402
 
 NODE_BIN = REPO / "node_modules" / ".bin"
@@ -192,19 +198,13 @@ class Bench:
         self.attachments = sum(1 for d in docs if "_attachments" in d)
         wait_count(self.couch, DB, self.total)
         if self.is_couchdb:
-            # As in production, where cluster-setup created them and each daily run keeps
-            # them current: the purge's indexes exist and are built before it is timed.
+            # As in production, where cluster-setup created them (and set the purge history
+            # CouchDB keeps) and each daily run keeps them current: the purge's indexes exist
+            # and are built before the purge is timed.
+            self.couch.put(f"{db_path(DB)}/_purged_infos_limit", 100_000)
             for spec in purge_index_specs("createdAt", partitioned=True):
                 self.couch.post(f"{db_path(DB)}/_index", spec)
-                self.couch.post(
-                    f"{db_path(DB)}/_find",
-                    {
-                        "selector": {"_id": {"$gt": None}},
-                        "use_index": [f"_design/{spec['ddoc']}", spec["name"]],
-                        "limit": 1,
-                    },
-                    timeout=1800,
-                )
+            refresh_indexes(self.couch, DB, partitioned=True)
         self.report(
             "seed",
             f"{self.total} docs ({a.users} users, {self.old} older than 30 days, "
@@ -237,8 +237,8 @@ class Bench:
             return seconds, lines[-1] if lines else f"exit {done.returncode}"
         return seconds, None
 
-    def backups(self) -> None:
-        out = self.work / "couchops"
+    def _couchops_backup(self, round_: int) -> float:
+        out = self.work / f"couchops-{round_}"
         seconds, result = timed(
             lambda: backup(
                 self.couch,
@@ -248,34 +248,16 @@ class Bench:
                 concurrency=self.args.concurrency,
             )
         )
-        totals = result.manifest["totals"]
-        ours = totals["documents"] / seconds
         self.backup_path = result.path
-        self.report(
-            "backup.couchops",
-            f"{ours:,.0f} docs/s ({totals['documents']} docs, {totals['attachments']} attachments, "
-            f"{totals['bytes'] / 1e6:.1f} MB in {seconds:.2f}s)",
-            docs_per_second=ours,
-            seconds=seconds,
-            **totals,
-        )
-        file = self.work / "couchbackup.txt"
-        with file.open("wb") as sink:
-            seconds, error = self._npm_tool(["couchbackup", "--db", DB], stdout=sink)
-        if error:
-            self.report("backup.couchbackup", f"failed: {error}", error=error)
-        else:
-            theirs = self.total / seconds
-            self.report(
-                "backup.couchbackup",
-                f"{theirs:,.0f} docs/s ({file.stat().st_size / 1e6:.1f} MB in {seconds:.2f}s, "
-                f"attachments NOT included) -> couchops x{ours / theirs:.2f}",
-                docs_per_second=theirs,
-                seconds=seconds,
-                ratio=ours / theirs,
-            )
+        self.backup_totals = result.manifest["totals"]
+        return float(seconds)
 
-        target = "bench-restore-couchops"
+    def _couchbackup(self) -> tuple[float, str | None]:
+        with self.couchbackup_file.open("wb") as sink:
+            return self._npm_tool(["couchbackup", "--db", DB], stdout=sink)
+
+    def _couchops_restore(self, round_: int) -> float:
+        target = f"bench-restore-couchops-{round_}"
         self.couch.request("DELETE", db_path(target), ok=(200, 202, 404))
         self.created.append(target)
         seconds, _ = timed(
@@ -286,43 +268,88 @@ class Bench:
                 concurrency=self.args.concurrency,
             )
         )
-        ours = self.total / seconds
-        self.report(
-            "restore.couchops",
-            f"{ours:,.0f} docs/s ({self.total} docs with attachments in {seconds:.2f}s, "
-            "count verified)",
-            docs_per_second=ours,
-            seconds=seconds,
-        )
-        if error:
-            self.report("restore.couchrestore", "skipped: no couchbackup file")
-            return
-        target = "bench-restore-couchrestore"
+        return float(seconds)
+
+    def _couchrestore(self, round_: int) -> tuple[float, str | None]:
+        target = f"bench-restore-couchrestore-{round_}"
         create_db(self.couch, target, self.is_couchdb)
         self.created.append(target)
-        # couchrestore refuses its own backup of documents with attachments (the stubs point
-        # at nothing: 412 missing_stub), so it restores them without their attachments.
         stripped = self.work / "couchbackup-stubs-removed.txt"
-        with file.open("rb") as source, stripped.open("wb") as sink:
-            for line in source:
-                batch = json.loads(line)
-                if isinstance(batch, list):
-                    for doc in batch:
-                        doc.pop("_attachments", None)
-                sink.write(json.dumps(batch).encode() + b"\n")
+        if not stripped.exists():
+            # couchrestore refuses its own backup of documents with attachments (the stubs
+            # point at nothing: 412 missing_stub), so it restores them without attachments.
+            with self.couchbackup_file.open("rb") as source, stripped.open("wb") as sink:
+                for line in source:
+                    batch = json.loads(line)
+                    if isinstance(batch, list):
+                        for doc in batch:
+                            doc.pop("_attachments", None)
+                    sink.write(json.dumps(batch).encode() + b"\n")
         with stripped.open("rb") as source:
-            seconds, error = self._npm_tool(["couchrestore", "--db", target], stdin=source)
+            return self._npm_tool(["couchrestore", "--db", target], stdin=source)
+
+    def backups(self) -> None:
+        """Each tool in turn, `--rounds` times, medians compared: the machine's load moves."""
+        self.couchbackup_file = self.work / "couchbackup.txt"
+        ours: list[float] = []
+        theirs: list[float] = []
+        error = None
+        for round_ in range(self.args.rounds):
+            ours.append(self._couchops_backup(round_))
+            seconds, error = self._couchbackup()
+            if error:
+                break
+            theirs.append(seconds)
+        totals = self.backup_totals
+        rate = totals["documents"] / statistics.median(ours)
+        self.report(
+            "backup.couchops",
+            f"{rate:,.0f} docs/s (median of {len(ours)}: {totals['documents']} docs, "
+            f"{totals['attachments']} attachments, {totals['bytes'] / 1e6:.1f} MB; runs "
+            f"{', '.join(f'{x:.1f}s' for x in ours)})",
+            docs_per_second=rate,
+            seconds=ours,
+            **totals,
+        )
+        if error:
+            self.report("backup.couchbackup", f"failed: {error}", error=error)
+            self.report("restore.couchrestore", "skipped: no couchbackup file")
+        else:
+            base = self.total / statistics.median(theirs)
+            self.report(
+                "backup.couchbackup",
+                f"{base:,.0f} docs/s (median of {len(theirs)}, attachments NOT included; runs "
+                f"{', '.join(f'{x:.1f}s' for x in theirs)}) -> couchops x{rate / base:.2f}",
+                docs_per_second=base,
+                seconds=theirs,
+                ratio=rate / base,
+            )
+        ours, theirs = [], []
+        for round_ in range(self.args.rounds):
+            ours.append(self._couchops_restore(round_))
+            if not error:
+                seconds, error = self._couchrestore(round_)
+                if not error:
+                    theirs.append(seconds)
+        rate = self.total / statistics.median(ours)
+        self.report(
+            "restore.couchops",
+            f"{rate:,.0f} docs/s (median of {len(ours)}, attachments included, counts "
+            f"verified; runs {', '.join(f'{x:.1f}s' for x in ours)})",
+            docs_per_second=rate,
+            seconds=ours,
+        )
         if error:
             self.report("restore.couchrestore", f"failed: {error}", error=error)
             return
-        theirs = self.total / seconds
+        base = self.total / statistics.median(theirs)
         self.report(
             "restore.couchrestore",
-            f"{theirs:,.0f} docs/s ({seconds:.2f}s, attachments NOT included) "
-            f"-> couchops x{ours / theirs:.2f}",
-            docs_per_second=theirs,
-            seconds=seconds,
-            ratio=ours / theirs,
+            f"{base:,.0f} docs/s (median of {len(theirs)}, attachments NOT included; runs "
+            f"{', '.join(f'{x:.1f}s' for x in theirs)}) -> couchops x{rate / base:.2f}",
+            docs_per_second=base,
+            seconds=theirs,
+            ratio=rate / base,
         )
 
     # --- purge ---------------------------------------------------------------------------
@@ -508,9 +535,10 @@ def main() -> None:
         help="of those, replicated one by one for comparison",
     )
     parser.add_argument("--concurrency", type=int, default=8, help="backup/restore")
-    parser.add_argument("--consolidate-concurrency", type=int, default=16)
+    parser.add_argument("--consolidate-concurrency", type=int, default=32)
     parser.add_argument("--purge-concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per tool")
     parser.add_argument("--only", choices=("backup", "purge", "consolidate"), action="append")
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
     args = parser.parse_args()
