@@ -41,7 +41,6 @@ from pulumi_kubernetes.core.v1 import (
     ServicePortArgs,
     ServiceSpecArgs,
     TCPSocketActionArgs,
-    TopologySpreadConstraintArgs,
     VolumeArgs,
     VolumeMountArgs,
     VolumeResourceRequirementsArgs,
@@ -71,7 +70,13 @@ from components.couchdb_config import (
 from components.labels import COUCHDB_CLIENT_LABEL, standard_labels
 from components.node_pool import HOSTNAME_LABEL, ZONE_LABEL
 from components.ops_job import OpsJobTemplate
-from components.workload import ContainerResources, RunAs, Scheduling, restricted_container
+from components.workload import (
+    ContainerResources,
+    RunAs,
+    Scheduling,
+    restricted_container,
+    spread,
+)
 
 NAME = "couchdb"
 HEADLESS = f"{NAME}-headless"
@@ -356,14 +361,8 @@ class CouchDBCluster(pulumi.ComponentResource):
         server_secret: Secret,
     ) -> PodSpecArgs:
         return PodSpecArgs(
-            automount_service_account_token=False,
-            # Service links would inject COUCHDB_* variables of their own next to ours.
-            enable_service_links=False,
+            **args.scheduling.pod_fields(COUCHDB_RUN_AS),
             termination_grace_period_seconds=60,
-            priority_class_name=args.scheduling.priority_class_name,
-            node_selector=args.scheduling.node_selector,
-            tolerations=args.scheduling.tolerations,
-            security_context=COUCHDB_RUN_AS.pod_security(),
             affinity=AffinityArgs(
                 node_affinity=args.scheduling.node_affinity,
                 # One CouchDB pod per node, never two: a node loss costs one replica.
@@ -376,14 +375,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                     ]
                 ),
             ),
-            topology_spread_constraints=[
-                TopologySpreadConstraintArgs(
-                    max_skew=1,
-                    topology_key=ZONE_LABEL,
-                    when_unsatisfiable="ScheduleAnyway",
-                    label_selector=LabelSelectorArgs(match_labels=selector),
-                )
-            ],
+            topology_spread_constraints=[spread(ZONE_LABEL, selector)],
             containers=[
                 ContainerArgs(
                     name=NAME,

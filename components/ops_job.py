@@ -72,15 +72,9 @@ class OpsJobTemplate:
         return PodTemplateSpecArgs(
             metadata=ObjectMetaArgs(labels=self.labels(operation)),
             spec=PodSpecArgs(
+                **self.scheduling.pod_fields(OPS_RUN_AS),
                 restart_policy="Never",
-                automount_service_account_token=False,
-                # Service links would inject COUCHDB_* variables of their own next to ours.
-                enable_service_links=False,
-                security_context=OPS_RUN_AS.pod_security(),
-                node_selector=self.scheduling.node_selector,
-                tolerations=self.scheduling.tolerations,
                 affinity=AffinityArgs(node_affinity=self.scheduling.node_affinity),
-                priority_class_name=self.scheduling.priority_class_name,
                 containers=[
                     ContainerArgs(
                         name=OPS_NAME,

@@ -38,7 +38,6 @@ from pulumi_kubernetes.core.v1 import (
     Service,
     ServicePortArgs,
     ServiceSpecArgs,
-    TopologySpreadConstraintArgs,
     VolumeArgs,
     VolumeMountArgs,
 )
@@ -54,7 +53,13 @@ from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudget
 
 from components.labels import standard_labels
 from components.node_pool import HOSTNAME_LABEL
-from components.workload import ContainerResources, RunAs, Scheduling, restricted_container
+from components.workload import (
+    ContainerResources,
+    RunAs,
+    Scheduling,
+    restricted_container,
+    spread,
+)
 
 NAME = "webapp"
 SERVICE_PORT = 80
@@ -128,24 +133,9 @@ class WebApp(pulumi.ComponentResource):
                 template=PodTemplateSpecArgs(
                     metadata=ObjectMetaArgs(labels={**labels, **args.couchdb.client_labels}),
                     spec=PodSpecArgs(
-                        automount_service_account_token=False,
-                        # Service links would inject COUCHDB_* variables of their own next to ours.
-                        enable_service_links=False,
-                        priority_class_name=args.scheduling.priority_class_name,
-                        node_selector=args.scheduling.node_selector,
-                        tolerations=args.scheduling.tolerations,
-                        security_context=WEBAPP_RUN_AS.pod_security(),
+                        **args.scheduling.pod_fields(WEBAPP_RUN_AS),
                         affinity=AffinityArgs(node_affinity=args.scheduling.node_affinity),
-                        # Spread, but never refuse a pod: a hard constraint would block the
-                        # autoscaler while one node is drained.
-                        topology_spread_constraints=[
-                            TopologySpreadConstraintArgs(
-                                max_skew=1,
-                                topology_key=HOSTNAME_LABEL,
-                                when_unsatisfiable="ScheduleAnyway",
-                                label_selector=LabelSelectorArgs(match_labels=selector),
-                            )
-                        ],
+                        topology_spread_constraints=[spread(HOSTNAME_LABEL, selector)],
                         containers=[
                             ContainerArgs(
                                 name=NAME,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 from pulumi_kubernetes.core.v1 import (
@@ -13,7 +14,9 @@ from pulumi_kubernetes.core.v1 import (
     SeccompProfileArgs,
     SecurityContextArgs,
     TolerationArgs,
+    TopologySpreadConstraintArgs,
 )
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,30 @@ class Scheduling:
     tolerations: list[TolerationArgs]
     node_affinity: NodeAffinityArgs
     priority_class_name: pulumi.Input[str]
+
+    def pod_fields(self, run_as: RunAs) -> dict[str, Any]:
+        """The PodSpec fields every pod of the platform shares: placement on the dedicated
+        nodes, priority, an unprivileged identity, no API token, no service links."""
+        return {
+            "automount_service_account_token": False,
+            # Service links would inject COUCHDB_* variables of their own next to ours.
+            "enable_service_links": False,
+            "priority_class_name": self.priority_class_name,
+            "node_selector": self.node_selector,
+            "tolerations": self.tolerations,
+            "security_context": run_as.pod_security(),
+        }
+
+
+def spread(topology_key: str, selector: dict[str, str]) -> TopologySpreadConstraintArgs:
+    """Spread pods over a topology, but never refuse one: a hard constraint would block
+    scheduling while a node is drained."""
+    return TopologySpreadConstraintArgs(
+        max_skew=1,
+        topology_key=topology_key,
+        when_unsatisfiable="ScheduleAnyway",
+        label_selector=LabelSelectorArgs(match_labels=selector),
+    )
 
 
 @dataclass(frozen=True)
