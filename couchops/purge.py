@@ -414,8 +414,9 @@ class _DatabasePurge:
         return None
 
     def _find(self, selector: JSON, index: list[str]) -> Iterator[JSON]:
-        """Documents matching a selector through an index, paged with bookmarks; the index
-        is brought up to date by the first page only."""
+        """Documents matching a selector through an index, paged with bookmarks, without
+        updating the index (`_indexed_changes` did, before any purge: updating it between
+        purges would make it process them one query at a time)."""
         f = self.options.timestamp_field
         body: JSON = {
             "selector": selector,
@@ -423,6 +424,7 @@ class _DatabasePurge:
             "fields": ["_id", "_rev", "_conflicts", f],
             "conflicts": True,
             "limit": FIND_PAGE,
+            "update": False,
         }
         while True:
             answer = self.couch.post(f"{db_path(self.db)}/_find", body)
@@ -432,7 +434,7 @@ class _DatabasePurge:
             yield from docs
             if len(docs) < FIND_PAGE or not answer.get("bookmark"):
                 return
-            body = {**body, "bookmark": answer["bookmark"], "update": False}
+            body = {**body, "bookmark": answer["bookmark"]}
 
     def _indexed_changes(self, indexes: tuple[list[str], list[str]]) -> Iterator[JSON]:
         """What may go, read through the indexes: documents dated before the cutoff (with a
@@ -446,6 +448,12 @@ class _DatabasePurge:
             ({f: {"$gt": future}}, by),
             ({"$and": [{"_id": {"$gt": None}}, untimed_selector(f)]}, untimed),
         ]
+        for selector, index in (queries[0], queries[2]):
+            # Both indexes brought up to date with every write so far, before any purge.
+            self.couch.post(
+                f"{db_path(self.db)}/_find",
+                {"selector": selector, "use_index": index, "limit": 1, "fields": ["_id"]},
+            )
         for selector, index in queries:
             for doc in self._find(selector, index):
                 revs = [doc["_rev"], *(doc.get("_conflicts") or [])]
