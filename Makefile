@@ -2,7 +2,7 @@
 STACK ?= prod
 SHELL := /bin/bash
 
-.PHONY: setup toolchain up preview destroy test lint check-rules
+.PHONY: setup toolchain up preview test lint kube-up kube-down
 
 setup:
 	scripts/setup.sh
@@ -25,3 +25,12 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+
+# A real local control plane (kube-apiserver, etcd, scheduler, controller-manager) with KWOK
+# nodes, to deploy to: see scripts/kube/README.md (use a state of its own).
+kube-up: setup
+	scripts/bootstrap-kube.sh >/dev/null
+	scripts/kube-up.sh
+
+kube-down:
+	scripts/kube-down.sh
