@@ -376,15 +376,25 @@ class Bench:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(raw_purge, chunks(old, 100)))
 
+        # The copy has the same design documents (restored): its indexes are built before
+        # timing too, and brought up to date after its purge, as any purge of an indexed
+        # database needs before an index read stops returning what was purged.
+        self.couch.put(f"{db_path(raw_db)}/_purged_infos_limit", 100_000)
+        refresh_indexes(self.couch, raw_db, partitioned=True)
         seconds, _ = timed(run_raw)
+        catch_up, _ = timed(lambda: refresh_indexes(self.couch, raw_db, partitioned=True))
         raw = len(old) / seconds
+        raw_indexed = len(old) / (seconds + catch_up)
         self.report(
             "purge.raw_purge_api",
             f"{raw:,.0f} docs/s ({len(old)} docs in {seconds:.2f}s, ids precomputed, "
-            "100 ids/request, 8 in flight)",
+            f"100 ids/request, 8 in flight); with its indexes brought up to date after: "
+            f"{raw_indexed:,.0f} docs/s (+{catch_up:.1f}s)",
             docs_per_second=raw,
             seconds=seconds,
             documents=len(old),
+            index_catch_up_seconds=catch_up,
+            docs_per_second_with_indexes=raw_indexed,
         )
         options = PurgeOptions(
             retention_days=30,
@@ -397,11 +407,14 @@ class Bench:
         self.report(
             "purge.couchops",
             f"{ours:,.0f} docs/s ({stats.documents_purged} purged of {self.total} in "
-            f"{seconds:.2f}s, scan included) -> {ours / raw:.0%} of the raw API",
+            f"{seconds:.2f}s: finding, deciding, purging, indexes brought up to date) -> "
+            f"{ours / raw:.0%} of the raw API alone, {ours / raw_indexed:.0%} of the raw API "
+            "with its index catch-up",
             docs_per_second=ours,
             seconds=seconds,
             documents=stats.documents_purged,
             ratio=ours / raw,
+            ratio_with_indexes=ours / raw_indexed,
         )
 
     # --- consolidation -------------------------------------------------------------------

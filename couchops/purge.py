@@ -442,7 +442,8 @@ class _DatabasePurge:
         by, untimed = indexes
         f = self.options.timestamp_field
         upper = iso(self.cutoff + timedelta(days=1))
-        future = iso(self.now + FUTURE_TOLERANCE - timedelta(days=1))
+        # Offsets run from -12:00 to +14:00: a future instant reads at least 12 hours earlier.
+        future = iso(self.now + FUTURE_TOLERANCE - timedelta(hours=13))
         queries: list[tuple[JSON, list[str]]] = [
             ({f: {"$lt": upper}}, by),
             ({f: {"$gt": future}}, by),
