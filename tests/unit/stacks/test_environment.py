@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from infra.settings import quantity_value
 from tests.unit.harness import Recorded, by_kind, one, pod_templates_specs, run_program
 
@@ -14,13 +12,12 @@ def kubernetes_objects(stack: list[Recorded]) -> list[Recorded]:
     return [r for r in stack if r.type.startswith("kubernetes:") and r.kind != "kubernetes"]
 
 
-def test_both_stacks_evaluate_from_their_stack_files_in_seconds() -> None:
+def test_both_stacks_evaluate_from_their_stack_files() -> None:
+    # How long it takes is measured by bench/stack_eval.py, not asserted here.
     for name in ("prod", "preprod"):
-        started = time.perf_counter()
         resources = run_program(name)
-        elapsed = time.perf_counter() - started
         assert one(resources, "Namespace").metadata["name"] == f"onboarding-{name}"
-        assert elapsed < 10, f"{name} took {elapsed:.1f}s under mocks"
+        assert by_kind(resources, "StatefulSet"), name
 
 
 def test_stacks_never_own_the_same_cluster_scoped_object(
