@@ -33,9 +33,9 @@
 set -euo pipefail
 
 PULUMI_VERSION=3.259.0
-# pulumi-kubernetes: the Python SDK pin is 4.32.0 (release commit a03ff6ba58d2), but the module
-# proxy refuses provider/v4 at that pseudo-version; it serves exactly one: the v4.25.0 release
-# commit f47bc2d6f199 (checked against the upstream tag v4.25.0).
+# pulumi-kubernetes: the module proxy refuses provider/v4 at the newer v4.32.0 release commit
+# (a03ff6ba58d2); it serves exactly one: the v4.25.0 release commit f47bc2d6f199 (checked against
+# the upstream tag v4.25.0). The Python SDK is pinned to 4.25.0 to match (pyproject.toml).
 KUBE_VERSION=4.25.0
 KUBE_PROVIDER_MODULE=github.com/pulumi/pulumi-kubernetes/provider/v4
 KUBE_PROVIDER_MODVER=v4.0.0-20260115033456-f47bc2d6f199
