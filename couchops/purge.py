@@ -16,7 +16,12 @@ they are reported, and recorded with the time a purge run first saw them in the 
 are purged like any old document. Nothing can thus stay forever by lacking a date.
 
 The run is resumable by construction: it decides from what is in the database now, so a run
-killed midway leaves the rest for the next run, which finishes the work. Requests stay within
+killed midway leaves the rest for the next run, which finishes the work. On a cluster, documents
+written or updated seconds before a purge can come back after it: CouchDB's internal
+replication, copying them between shard copies at that moment, writes them again to a copy
+that has already purged them, and from there to the others (seen on a 3-node CouchDB 3.5.2
+when a purge follows the writes within seconds, never 30 seconds after them). The next run
+purges them again. Requests stay within
 CouchDB's purge limits (100 document ids and 1000 revisions per request by default).
 """
 
@@ -295,10 +300,22 @@ def batches(
 
 
 def purge_request(
-    couch: Couch, db: str, body: JSON, continued: frozenset[str] = frozenset()
+    couch: Couch,
+    db: str,
+    body: JSON,
+    continued: frozenset[str] = frozenset(),
+    copies: int | None = None,
 ) -> tuple[int, int, bool]:
-    """One `_purge`: answers (documents purged, revisions purged, quorum reached)."""
-    response = couch.request("POST", f"{db_path(db)}/_purge", body=body, ok=(200, 201, 202))
+    """One `_purge`: answers (documents purged, revisions purged, quorum reached).
+
+    With `copies` (the database's `n`), the request asks every copy to confirm (`w=n`): on a
+    cluster the default quorum answers 201 while a copy may still hold the documents, and a
+    read that reaches that copy returns them. 202 then means some copy has not confirmed (it
+    gets the purge through internal replication)."""
+    params = {"w": copies} if copies else None
+    response = couch.request(
+        "POST", f"{db_path(db)}/_purge", body=body, params=params, ok=(200, 201, 202)
+    )
     purged = response.json().get("purged") or {}
     revisions = sum(len(v) for v in purged.values())
     documents = sum(1 for doc_id, v in purged.items() if v and doc_id not in continued)
@@ -306,7 +323,12 @@ def purge_request(
 
 
 def refresh_indexes(couch: Couch, db: str, partitioned: bool) -> int:
-    """Bring every view and Mango index up to date, so purged documents leave them now."""
+    """Bring every view and Mango index up to date, so purged documents leave them now.
+
+    On a cluster an updating read waits only for the first copy of each shard range to
+    answer (the other copies go on updating in the background): each index is read once so
+    (every copy starts updating), then once with `stable` (the copies that `stable` reads
+    always use, whichever node coordinates, are up to date when this returns)."""
     rows = couch.get(
         f"{db_path(db)}/_all_docs",
         params={"startkey": "_design/", "endkey": "_design0", "include_docs": True},
@@ -326,17 +348,18 @@ def refresh_indexes(couch: Couch, db: str, partitioned: bool) -> int:
             fields = ((view.get("options") or {}).get("def") or {}).get("fields") or []
             first = fields[0] if fields else "_id"
             key = next(iter(first)) if isinstance(first, dict) else str(first)
-            couch.post(
-                f"{prefix}/_find",
-                {
-                    "selector": {key: {"$gt": None}},
-                    "use_index": [f"_design/{name}", view_name],
-                    "limit": 1,
-                    "fields": ["_id"],
-                },
-            )
+            query: JSON = {
+                "selector": {key: {"$gt": None}},
+                "use_index": [f"_design/{name}", view_name],
+                "limit": 1,
+                "fields": ["_id"],
+            }
+            couch.post(f"{prefix}/_find", query)
+            couch.post(f"{prefix}/_find", {**query, "stable": True})
         else:
-            couch.get(f"{prefix}/_design/{name}/_view/{view_name}", params={"limit": 0})
+            path = f"{prefix}/_design/{name}/_view/{view_name}"
+            couch.get(path, params={"limit": 0})
+            couch.get(path, params={"limit": 0, "stable": True})
         refreshed += 1
     return refreshed
 
@@ -356,10 +379,18 @@ class _DatabasePurge:
     """One database's purge: scan and decide in this thread, purge in a pool of workers."""
 
     def __init__(
-        self, couch: Couch, db: str, options: PurgeOptions, stats: PurgeStats, now: datetime
+        self,
+        couch: Couch,
+        db: str,
+        options: PurgeOptions,
+        stats: PurgeStats,
+        now: datetime,
+        *,
+        copies: int | None = None,
     ) -> None:
         self.couch = couch
         self.db = db
+        self.copies = copies
         self.options = options
         self.stats = stats
         self.now = now
@@ -416,7 +447,9 @@ class _DatabasePurge:
     def _find(self, selector: JSON, index: list[str]) -> Iterator[JSON]:
         """Documents matching a selector through an index, paged with bookmarks, without
         updating the index (`_indexed_changes` did, before any purge: updating it between
-        purges would make it process them one query at a time)."""
+        purges would make it process them one query at a time). `stable`: on a cluster, the
+        same copy of each shard range as the update, not whichever answers first (a copy whose
+        index is not built yet answers with nothing)."""
         f = self.options.timestamp_field
         body: JSON = {
             "selector": selector,
@@ -425,6 +458,7 @@ class _DatabasePurge:
             "conflicts": True,
             "limit": FIND_PAGE,
             "update": False,
+            "stable": True,
         }
         while True:
             answer = self.couch.post(f"{db_path(self.db)}/_find", body)
@@ -453,7 +487,13 @@ class _DatabasePurge:
             # Both indexes brought up to date with every write so far, before any purge.
             self.couch.post(
                 f"{db_path(self.db)}/_find",
-                {"selector": selector, "use_index": index, "limit": 1, "fields": ["_id"]},
+                {
+                    "selector": selector,
+                    "use_index": index,
+                    "limit": 1,
+                    "fields": ["_id"],
+                    "stable": True,
+                },
             )
         for selector, index in queries:
             for doc in self._find(selector, index):
@@ -554,7 +594,9 @@ class _DatabasePurge:
                     stats.complete = False
                     break
                 stats.batches += 1
-                inflight.append(pool.submit(purge_request, self.couch, self.db, body, continued))
+                inflight.append(
+                    pool.submit(purge_request, self.couch, self.db, body, continued, self.copies)
+                )
                 self.log.debug("purge.batch", batch=stats.batches, documents=len(body))
                 while len(inflight) >= 2 * options.concurrency:
                     self._collect(inflight.popleft())
@@ -573,7 +615,9 @@ def purge_database(
         logger().info("purge.database_gone", database=db)
         return
     partitioned = bool((info.get("props") or {}).get("partitioned"))
-    _DatabasePurge(couch, db, options, stats, now).run(partitioned)
+    copies = (info.get("cluster") or {}).get("n")
+    copies = copies if isinstance(copies, int) and copies > 1 else None
+    _DatabasePurge(couch, db, options, stats, now, copies=copies).run(partitioned)
 
 
 def _purged_infos_limit(couch: Couch, db: str) -> int | None:

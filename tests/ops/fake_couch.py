@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -66,6 +67,9 @@ class FakeCouch:
         self.purge_status = purge_status
         self.max_ids = 100
         self.max_revs = 1000
+        # couchops sends requests from several threads (purge batches while the index is read):
+        # one at a time here, as a database's updates are applied in order by CouchDB.
+        self._lock = threading.Lock()
         for method in ("GET", "POST", "PUT", "DELETE"):
             mock.add_callback(method, re.compile(re.escape(BASE) + r"/.*"), callback=self._handle)
 
@@ -74,8 +78,9 @@ class FakeCouch:
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         body = json.loads(request.body) if request.body else None
-        self.calls.append((str(request.method), url.path, body))
-        status, payload = self.route(str(request.method), parts, query, body)
+        with self._lock:
+            self.calls.append((str(request.method), url.path, body))
+            status, payload = self.route(str(request.method), parts, query, body)
         return status, {"Content-Type": "application/json"}, json.dumps(payload)
 
     def route(  # noqa: PLR0911, PLR0912 (one answer per endpoint)

@@ -45,9 +45,28 @@ def with_attachment(
     return doc
 
 
-def bulk(couch: Couch, db: str, docs: list[dict[str, Any]], *, new_edits: bool = True) -> list[Any]:
+def every_copy(couch: Couch, db: str) -> dict[str, int]:
+    """Write parameters that make a write return once every copy of the database has it
+    (`w=n`), on a cluster (empty elsewhere).
+
+    For documents written or updated just before a purge reads them: on a CouchDB cluster a
+    write returns once a quorum of copies (2 of 3) has it, and the copy that the purge's
+    `stable` index reads use may not have the last revision yet, so the purge names an older
+    one and the document stays. Production purges documents at least 30 days old."""
+    n = ((couch.db_info(db) or {}).get("cluster") or {}).get("n")
+    return {"w": n} if isinstance(n, int) and n > 1 else {}
+
+
+def bulk(
+    couch: Couch,
+    db: str,
+    docs: list[dict[str, Any]],
+    *,
+    new_edits: bool = True,
+    params: dict[str, Any] | None = None,
+) -> list[Any]:
     answer: list[Any] = couch.post(
-        f"{db_path(db)}/_bulk_docs", {"docs": docs, "new_edits": new_edits}
+        f"{db_path(db)}/_bulk_docs", {"docs": docs, "new_edits": new_edits}, params=params
     )
     errors = [r for r in answer if isinstance(r, dict) and r.get("error")]
     assert not errors, errors

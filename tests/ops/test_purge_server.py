@@ -19,7 +19,14 @@ from couchops.couch import Couch, db_path, doc_path
 from couchops.purge import PurgeOptions, purge, purge_index_specs
 from couchops.timestamps import iso
 from tests.ops.conftest import Server
-from tests.ops.helpers import bulk, last_line, onboarding_doc, run_cli, with_attachment
+from tests.ops.helpers import (
+    bulk,
+    every_copy,
+    last_line,
+    onboarding_doc,
+    run_cli,
+    with_attachment,
+)
 
 pytestmark = pytest.mark.server
 
@@ -60,21 +67,25 @@ def test_purge_removes_old_documents_from_every_api_and_never_touches_younger_on
     db = make_db(**({"partitioned": True} if server.kind == "couchdb" else {}))
     now = datetime.now(UTC).replace(microsecond=0)
     stamps = boundary_docs(now)
-    bulk(couch, db, [onboarding_doc(i, ts, secret="PERSONAL") for i, ts in stamps.items()])
+    w = every_copy(couch, db)
+    docs = [onboarding_doc(i, ts, secret="PERSONAL") for i, ts in stamps.items()]
+    bulk(couch, db, docs, params=w)
     old_id = "p2:very-old"
     first = couch.get(doc_path(db, old_id))
-    update = couch.put(doc_path(db, old_id), {**first, "step": "documents"})
+    update = couch.put(doc_path(db, old_id), {**first, "step": "documents"}, params=w)
     couch.put(
         doc_path(db, old_id),
         with_attachment(
             {**first, "_rev": update["rev"]}, "payslip.pdf", b"%PDF salary", "application/pdf"
         ),
+        params=w,
     )
     bulk(
         couch,
         db,
         [{**onboarding_doc(old_id, stamps[old_id]), "_rev": "1-conflict"}],
         new_edits=False,
+        params=w,
     )
     couch.post(
         f"{db_path(db)}/_index",
