@@ -35,7 +35,6 @@ COUCHDB_ONLY = {
     "cluster_setup": "_cluster_setup actions",
     "up": "/_up",
     "selector_changes": "_changes?filter=_selector",
-    "open_revs": "GET ?open_revs=[...] as JSON",
     "compaction": "_compact",
     "security": "_security enforcement",
 }

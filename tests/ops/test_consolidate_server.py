@@ -129,7 +129,6 @@ def test_conflicting_revisions_of_a_source_are_carried_over(
     make_db: Callable[..., str],
     userdbs: Callable[..., dict[str, str]],
 ) -> None:
-    server.require("open_revs")
     target = _target(couch, make_db, server)
     ((user, name),) = userdbs(["frank"]).items()
     bulk(
