@@ -35,6 +35,13 @@ def db_path(db: str) -> str:
     return "/" + quote(db, safe="")
 
 
+def shard_copies(info: JSON) -> int | None:
+    """A database's number of copies (`cluster.n` of its info) when it has more than one,
+    else None (a single node, or a server that does not say)."""
+    n = (info.get("cluster") or {}).get("n")
+    return n if isinstance(n, int) and n > 1 else None
+
+
 def doc_path(db: str, doc_id: str) -> str:
     """The URL path of a document; design and local documents keep their prefix's slash."""
     for prefix in ("_design/", "_local/"):

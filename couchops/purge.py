@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from couchops.couch import JSON, Couch, db_path
+from couchops.couch import JSON, Couch, db_path, shard_copies
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
 from couchops.timestamps import FUTURE_TOLERANCE, ISO_PATTERN, iso, parse_timestamp
@@ -615,9 +615,7 @@ def purge_database(
         logger().info("purge.database_gone", database=db)
         return
     partitioned = bool((info.get("props") or {}).get("partitioned"))
-    copies = (info.get("cluster") or {}).get("n")
-    copies = copies if isinstance(copies, int) and copies > 1 else None
-    _DatabasePurge(couch, db, options, stats, now, copies=copies).run(partitioned)
+    _DatabasePurge(couch, db, options, stats, now, copies=shard_copies(info)).run(partitioned)
 
 
 def _purged_infos_limit(couch: Couch, db: str) -> int | None:

@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from couchops.couch import Couch, db_path
+from couchops.couch import Couch, db_path, shard_copies
 from couchops.timestamps import iso
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -53,8 +53,8 @@ def every_copy(couch: Couch, db: str) -> dict[str, int]:
     write returns once a quorum of copies (2 of 3) has it, and the copy that the purge's
     `stable` index reads use may not have the last revision yet, so the purge names an older
     one and the document stays. Production purges documents at least 30 days old."""
-    n = ((couch.db_info(db) or {}).get("cluster") or {}).get("n")
-    return {"w": n} if isinstance(n, int) and n > 1 else {}
+    n = shard_copies(couch.db_info(db) or {})
+    return {"w": n} if n else {}
 
 
 def bulk(
