@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, help="workers [CONSOLIDATE_CONCURRENCY]")
     p.add_argument("--limit", type=int, help="migrate at most N sources this run")
     p.add_argument(
+        "--source",
+        action="append",
+        metavar="NAME",
+        help="migrate only this userdb-<hex> database (repeatable; default: every one)",
+    )
+    p.add_argument(
         "--partition-secret-file", help="key of the partition pseudonyms [USER_PARTITION_SECRET]"
     )
     return parser
@@ -274,6 +280,7 @@ def _consolidate(args: argparse.Namespace, settings: Settings) -> Counts:
         concurrency=settings.consolidate_concurrency,
         delete_sources=args.delete_sources,
         limit=args.limit,
+        only=args.source,
     )
     if stats.failures:
         raise OpsError(

@@ -9,10 +9,15 @@ No replication is started: workers read many small sources each and write them t
 in large batches, which keeps 50,000 sources practical (the replicator runs at most a few
 hundred jobs at once, and one replication per database costs far more than one read).
 
-After writing a group of sources, every expected id is looked up in the target; a source is
-*verified* when all its documents are there (per-user counts equal), re-reading within a bound
-because a fresh write may not have reached every copy yet. Only a verified source may be
-deleted (``--delete-sources``). Design documents of sources are not migrated (counted).
+Sources are taken in the order of their partition keys, so a group's documents fill one
+contiguous stretch of the target's ids: its writes touch neighbouring pages of the id index,
+and it is read back with one ``_all_docs`` key range (from its first partition to its last)
+instead of a look-up per id, which costs a CouchDB cluster about three times more server CPU
+(a fetch from every copy for each id; 25 s against 8.5 s for 12,000 documents in 2,000
+partitions on a 3-node CouchDB 3.5.2, and a single range less again). A source is *verified*
+when all its documents are there (per-user counts equal), re-reading within a bound because a
+fresh write may not have reached every copy yet. Only a verified source may be deleted
+(``--delete-sources``). Design documents of sources are not migrated (counted).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from couchops.partition import USERDB_PREFIX, consolidated_id, partition_key, us
 
 READ_PAGE = 1000
 WRITE_BATCH = 2000
-VERIFY_BATCH = 2000
+VERIFY_PAGE = 5000
 
 
 @dataclass
@@ -125,57 +130,58 @@ def _write(couch: Couch, target: str, docs: list[JSON]) -> dict[str, str]:
     return refused
 
 
-def _present(couch: Couch, target: str, ids: list[str]) -> set[str]:
+def _present(couch: Couch, target: str, first: str, last: str) -> set[str]:
+    """Every id the target holds (not deleted) in partitions `first` to `last`, inclusive:
+    one key range, paged (`_all_docs` orders ids by code point, and `;` follows `:`)."""
     found: set[str] = set()
-    for start in range(0, len(ids), VERIFY_BATCH):
-        rows = couch.post(
-            f"{db_path(target)}/_all_docs", {"keys": ids[start : start + VERIFY_BATCH]}
-        ).get("rows", [])
-        for row in rows:
-            value = row.get("value") or {}
-            if "error" not in row and not value.get("deleted"):
-                found.add(str(row["key"]))
-    return found
+    params: dict[str, Any] = {
+        "start_key": f"{first}:",
+        "end_key": f"{last};",
+        "inclusive_end": False,
+        "limit": VERIFY_PAGE,
+    }
+    while True:
+        response = couch.request("GET", f"{db_path(target)}/_all_docs", params=params)
+        rows = jsoncodec.loads(response.content).get("rows", [])
+        found.update(str(row["id"]) for row in rows)
+        if len(rows) < VERIFY_PAGE:
+            return found
+        params = {**params, "start_key": rows[-1]["id"], "skip": 1}
 
 
 def _process_group(
     couch: Couch,
     target: str,
-    names: list[str],
+    group: list[_Source],
     *,
-    secret: bytes,
     delete_sources: bool,
     verify_timeout: float,
     sleep: Callable[[float], None],
 ) -> ConsolidateStats:
+    """Read, write and verify a group of sources, in partition order."""
     log = logger()
     stats = ConsolidateStats()
     sources: list[_Source] = []
     docs: list[JSON] = []
-    for name in names:
-        user = user_from_userdb(name)
-        if user is None:
-            stats.sources_invalid_name += 1
-            stats.failures.append(f"{name}: not userdb-<hex of a UTF-8 user name>")
-            log.error("consolidate.invalid_source_name", source=name)
-            continue
-        source = _Source(name, partition_key(user, secret))
+    for source in group:
         try:
             docs.extend(_read_source(couch, source, stats))
         except CouchError as exc:
             if exc.status == 404:
+                log.info("consolidate.source_gone", source=source.name)
                 continue
             raise
         sources.append(source)
         stats.sources += 1
     refused = _write(couch, target, docs) if docs else {}
     stats.documents_copied += len(docs)
-    expected = [new_id for s in sources for new_id in s.expected]
+    expected = {new_id for s in sources for new_id in s.expected}
+    first, last = group[0].partition, group[-1].partition
     deadline = time.monotonic() + verify_timeout
-    found = _present(couch, target, expected)
+    found = _present(couch, target, first, last) & expected if expected else set()
     while len(found) < len(expected) and time.monotonic() < deadline:
         sleep(0.5)
-        found = _present(couch, target, expected)
+        found = _present(couch, target, first, last) & expected
     for source in sources:
         missing = [i for i in source.expected if i not in found]
         if missing:
@@ -194,21 +200,27 @@ def _process_group(
             continue
         stats.sources_verified += 1
         stats.documents_verified += len(source.expected)
+        source.expected.clear()
         if delete_sources:
             couch.request("DELETE", db_path(source.name), ok=(200, 202, 404))
             stats.sources_deleted += 1
     return stats
 
 
-def _groups(names: Iterator[str], size: int) -> Iterator[list[str]]:
-    group: list[str] = []
+def _sources_in_partition_order(
+    names: Iterator[str], secret: bytes, stats: ConsolidateStats
+) -> list[_Source]:
+    """The sources sorted by partition key; names that are not `userdb-<hex>` reported."""
+    sources = []
     for name in names:
-        group.append(name)
-        if len(group) >= size:
-            yield group
-            group = []
-    if group:
-        yield group
+        user = user_from_userdb(name)
+        if user is None:
+            stats.sources_invalid_name += 1
+            stats.failures.append(f"{name}: not userdb-<hex of a UTF-8 user name>")
+            logger().error("consolidate.invalid_source_name", source=name)
+            continue
+        sources.append(_Source(name, partition_key(user, secret)))
+    return sorted(sources, key=lambda s: s.partition)
 
 
 def consolidate(
@@ -219,11 +231,13 @@ def consolidate(
     concurrency: int = 8,
     delete_sources: bool = False,
     limit: int | None = None,
-    group_size: int = 50,
+    group_size: int = 100,
     verify_timeout: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    only: list[str] | None = None,
 ) -> ConsolidateStats:
+    """Migrate every `userdb-` database of the server (or only those named) into `target`."""
     log = logger()
     info = couch.db_info(target)
     if info is None:
@@ -234,21 +248,32 @@ def consolidate(
     if props is not None and not props.get("partitioned"):
         raise OpsError(f"target database {target} is not partitioned")
     started = clock()
-    names: Iterator[str] = (n for n in couch.all_dbs(prefix=USERDB_PREFIX) if n != target)
+    names: Iterator[str]
+    if only:
+        # A named source that is gone was migrated and deleted by an earlier run: skipped.
+        names = iter(only)
+    else:
+        names = (n for n in couch.all_dbs(prefix=USERDB_PREFIX) if n != target)
     if limit is not None:
         names = (n for i, n in enumerate(names) if i < limit)
     total = ConsolidateStats()
+    sources = _sources_in_partition_order(names, secret, total)
     window: deque[Future[ConsolidateStats]] = deque()
-    log.info("consolidate.start", target=target, concurrency=concurrency, delete=delete_sources)
+    log.info(
+        "consolidate.start",
+        target=target,
+        sources=len(sources),
+        concurrency=concurrency,
+        delete=delete_sources,
+    )
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for group in _groups(names, group_size):
+        for start in range(0, len(sources), group_size):
             window.append(
                 pool.submit(
                     _process_group,
                     couch,
                     target,
-                    group,
-                    secret=secret,
+                    sources[start : start + group_size],
                     delete_sources=delete_sources,
                     verify_timeout=verify_timeout,
                     sleep=sleep,

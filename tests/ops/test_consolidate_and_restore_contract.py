@@ -59,8 +59,19 @@ def test_conflicting_leaves_are_read_with_open_revs_and_written_beside_the_winne
         json=[{"ok": {"_id": "profile", "_rev": "2-a", "step": "other"}}],
     )
     bulk = responses.post(f"{BASE}/onboarding/_bulk_docs", status=201, json=[])
-    responses.post(
+    partition = new_id.split(":", maxsplit=1)[0]
+    read_back = responses.get(
         f"{BASE}/onboarding/_all_docs",
+        match=[
+            matchers.query_param_matcher(
+                {
+                    "start_key": f'"{partition}:"',
+                    "end_key": f'"{partition};"',
+                    "inclusive_end": "false",
+                    "limit": "5000",
+                }
+            )
+        ],
         json={"rows": [{"key": new_id, "id": new_id, "value": {"rev": "2-b"}}]},
     )
 
@@ -70,6 +81,7 @@ def test_conflicting_leaves_are_read_with_open_revs_and_written_beside_the_winne
     assert sent["new_edits"] is False
     assert [(d["_id"], d["_rev"]) for d in sent["docs"]] == [(new_id, "2-b"), (new_id, "2-a")]
     assert stats.conflict_revisions_copied == 1 and stats.sources_verified == 1
+    assert read_back.call_count == 1  # verified by one key range over the user's partition
 
 
 @responses.activate

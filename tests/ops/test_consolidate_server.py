@@ -67,7 +67,7 @@ def test_consolidation_rewrites_ids_into_user_partitions_and_verifies_counts(
 ) -> None:
     target = _target(couch, make_db, server)
     legacy = userdbs(["alice", "bob", "chloé"])
-    stats = consolidate(couch, target, SECRET, concurrency=2, group_size=2)
+    stats = consolidate(couch, target, SECRET, concurrency=2, group_size=2, only=[*legacy.values()])
 
     assert stats.failures == []
     assert stats.sources_verified >= 3
@@ -96,10 +96,10 @@ def test_consolidation_is_idempotent_and_a_second_run_writes_nothing_new(
     userdbs: Callable[..., dict[str, str]],
 ) -> None:
     target = _target(couch, make_db, server)
-    userdbs(["dan", "eve"])
-    consolidate(couch, target, SECRET)
+    sources = [*userdbs(["dan", "eve"]).values()]
+    consolidate(couch, target, SECRET, only=sources)
     before = couch.get(f"{db_path(target)}/_all_docs")["rows"]
-    again = consolidate(couch, target, SECRET)
+    again = consolidate(couch, target, SECRET, only=sources)
     after = couch.get(f"{db_path(target)}/_all_docs")["rows"]
     assert again.failures == []
     assert after == before
@@ -114,11 +114,16 @@ def test_an_interrupted_run_is_finished_by_the_next_and_verified_sources_are_del
     target = _target(couch, make_db, server)
     legacy = userdbs([f"user{i}" for i in range(6)], per_user=2)
     ours = set(legacy.values())
-    first = consolidate(couch, target, SECRET, limit=2, group_size=1, delete_sources=True)
+    # Only the test's own sources: a run that deletes must never touch other userdb databases
+    # of the server the suite is pointed at.
+    only = sorted(ours)
+    first = consolidate(
+        couch, target, SECRET, limit=2, group_size=1, delete_sources=True, only=only
+    )
     assert first.sources == 2
     remaining = [n for n in ours if couch.db_info(n) is not None]
-    assert len(remaining) >= 4
-    consolidate(couch, target, SECRET, delete_sources=True)
+    assert len(remaining) == 4
+    consolidate(couch, target, SECRET, delete_sources=True, only=only)
     assert all(couch.db_info(n) is None for n in ours)
     assert couch.db_info(target)["doc_count"] == 6 * 2  # type: ignore[index]
 
@@ -137,7 +142,7 @@ def test_conflicting_revisions_of_a_source_are_carried_over(
         [{"_id": "profile", "_rev": "1-aaaa", "createdAt": days_ago(1)}],
         new_edits=False,
     )
-    consolidate(couch, target, SECRET)
+    consolidate(couch, target, SECRET, only=[name])
     new_id = f"{partition_key(user, SECRET)}:profile"
     doc = couch.get(doc_path(target, new_id), params={"conflicts": True})
     assert len(doc.get("_conflicts", [])) == 1
