@@ -13,6 +13,8 @@ a share older than 30 days) in one database, then times, in the same run and on 
 - consolidation: couchops over SOURCES legacy `userdb-<hex>` databases vs one one-shot
            `_replicate` per source database (8 in flight) over a sample of them.
 
+Each timed run starts on a quiet server (no entry left in `/_active_tasks`: index builds and
+compactions that earlier runs set off), and each restored copy is dropped right after its run.
 Prints one line per figure and writes them as JSON under .bench/ (gitignored). Every database
 it creates is named `bench-*` or `userdb-62656e6368…` (hex of "bench…") and deleted at the end.
 Seeding and cleanup are not timed.
@@ -164,6 +166,19 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix="couchops-bench-"))
         self.created: list[str] = []
 
+    def settle(self, bound: float = 600.0) -> None:
+        """Wait until the server has no background task (index builds, compactions) left, so
+        each timed run starts on a quiet server and pays for no earlier run's aftermath."""
+        deadline = time.monotonic() + bound
+        while time.monotonic() < deadline:
+            answer = self.couch.request("GET", "/_active_tasks", ok=(200, 404))
+            if answer.status_code == 404 or not answer.json():
+                return
+            time.sleep(1.0)
+
+    def drop(self, name: str) -> None:
+        self.couch.request("DELETE", db_path(name), ok=(200, 202, 404))
+
     def report(self, key: str, line: str, **figures: Any) -> None:
         self.results[key] = figures
         print(f"{key:<28} {line}", flush=True)
@@ -239,6 +254,7 @@ class Bench:
 
     def _couchops_backup(self, round_: int) -> float:
         out = self.work / f"couchops-{round_}"
+        self.settle()
         seconds, result = timed(
             lambda: backup(
                 self.couch,
@@ -253,6 +269,7 @@ class Bench:
         return float(seconds)
 
     def _couchbackup(self) -> tuple[float, str | None]:
+        self.settle()
         with self.couchbackup_file.open("wb") as sink:
             return self._npm_tool(["couchbackup", "--db", DB], stdout=sink)
 
@@ -260,6 +277,7 @@ class Bench:
         target = f"bench-restore-couchops-{round_}"
         self.couch.request("DELETE", db_path(target), ok=(200, 202, 404))
         self.created.append(target)
+        self.settle()
         seconds, _ = timed(
             lambda: restore(
                 self.couch,
@@ -268,6 +286,8 @@ class Bench:
                 concurrency=self.args.concurrency,
             )
         )
+        # Dropped at once: the restored copy's index builds must not weigh on the next run.
+        self.drop(target)
         return float(seconds)
 
     def _couchrestore(self, round_: int) -> tuple[float, str | None]:
@@ -285,8 +305,11 @@ class Bench:
                         for doc in batch:
                             doc.pop("_attachments", None)
                     sink.write(json.dumps(batch).encode() + b"\n")
+        self.settle()
         with stripped.open("rb") as source:
-            return self._npm_tool(["couchrestore", "--db", target], stdin=source)
+            done = self._npm_tool(["couchrestore", "--db", target], stdin=source)
+        self.drop(target)
+        return done
 
     def backups(self) -> None:
         """Each tool in turn, `--rounds` times, medians compared: the machine's load moves."""
@@ -381,6 +404,7 @@ class Bench:
         # database needs before an index read stops returning what was purged.
         self.couch.put(f"{db_path(raw_db)}/_purged_infos_limit", 100_000)
         refresh_indexes(self.couch, raw_db, partitioned=True)
+        self.settle()
         seconds, _ = timed(run_raw)
         catch_up, _ = timed(lambda: refresh_indexes(self.couch, raw_db, partitioned=True))
         raw = len(old) / seconds
@@ -402,6 +426,7 @@ class Bench:
             compact=False,
             listing=io.StringIO(),
         )
+        self.settle()
         seconds, stats = timed(lambda: purge(self.couch, options, [DB]))
         ours = stats.documents_purged / seconds
         self.report(
@@ -455,8 +480,11 @@ class Bench:
         target = "bench-consolidated"
         create_db(self.couch, target, self.is_couchdb)
         self.created.append(target)
+        self.settle()
         seconds, stats = timed(
-            lambda: consolidate(self.couch, target, SECRET, concurrency=a.consolidate_concurrency)
+            lambda: consolidate(
+                self.couch, target, SECRET, concurrency=a.consolidate_concurrency, only=names
+            )
         )
         if stats.failures:
             raise RuntimeError(f"consolidation failed: {stats.failures[:3]}")
@@ -497,6 +525,7 @@ class Bench:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(replicate, sample))
 
+        self.settle()
         seconds, _ = timed(run)
         theirs = len(sample) / seconds
         self.report(
@@ -511,11 +540,8 @@ class Bench:
         )
 
     def cleanup(self) -> None:
-        def drop(name: str) -> None:
-            self.couch.request("DELETE", db_path(name), ok=(200, 202, 404))
-
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(drop, self.created))
+            list(pool.map(self.drop, self.created))
         shutil.rmtree(self.work, ignore_errors=True)
 
     def save(self) -> None:

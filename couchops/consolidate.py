@@ -248,12 +248,10 @@ def consolidate(
     if props is not None and not props.get("partitioned"):
         raise OpsError(f"target database {target} is not partitioned")
     started = clock()
-    names: Iterator[str]
-    if only:
-        # A named source that is gone was migrated and deleted by an earlier run: skipped.
-        names = iter(only)
-    else:
-        names = (n for n in couch.all_dbs(prefix=USERDB_PREFIX) if n != target)
+    # A named source that is gone was migrated and deleted by an earlier run: it is skipped.
+    names: Iterator[str] = (
+        iter(only) if only else (n for n in couch.all_dbs(prefix=USERDB_PREFIX) if n != target)
+    )
     if limit is not None:
         names = (n for i, n in enumerate(names) if i < limit)
     total = ConsolidateStats()

@@ -124,3 +124,40 @@ def test_restore_recreates_a_partitioned_database(tmp_path: Path) -> None:
     responses.get(f"{BASE}/onboarding", json={"doc_count": 1})
     restore(couch(), tmp_path, q=8)
     assert create.call_count == 1
+
+
+@responses.activate
+def test_restore_writes_design_documents_after_every_other_document(tmp_path: Path) -> None:
+    """CouchDB starts building an index as soon as its design document exists: written first,
+    the index would be updated beside every batch of the restore."""
+    lines = [
+        b'{"_id":"a","_rev":"1-a"}',
+        b'{"_id":"_design/by-date","_rev":"1-d","views":{}}',
+        b'{"_id":"b","_rev":"1-b","note":"\\"_id\\":\\"_design/not-one\\""}',
+        b'{"_attachments":{},"_id":"_design/with-files","_rev":"1-e"}',
+        b'{"_id":"c","_rev":"1-c"}',
+    ]
+    (tmp_path / "databases").mkdir()
+    data = gzip.compress(b"\n".join(lines) + b"\n")
+    (tmp_path / "databases" / "00000-onboarding.jsonl.gz").write_bytes(data)
+    entry = {
+        "name": "onboarding",
+        "file": "databases/00000-onboarding.jsonl.gz",
+        "file_sha256": hashlib.sha256(data).hexdigest(),
+        "documents": len(lines),
+        "attachments": 0,
+        "partitioned": False,
+        "security": {},
+    }
+    manifest = {"format": FORMAT, "id": "20261128T000000Z", "databases": [entry]}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    for _ in ("checked empty", "checked absent"):
+        responses.get(f"{BASE}/onboarding", status=404, json={"error": "not_found"})
+    responses.put(f"{BASE}/onboarding", status=201, json={"ok": True})
+    bulk = responses.post(f"{BASE}/onboarding/_bulk_docs", status=201, json=[])
+    responses.get(f"{BASE}/onboarding", json={"doc_count": len(lines)})
+
+    restore(couch(), tmp_path, batch=2, concurrency=1)
+
+    batches = [[d["_id"] for d in json.loads(c.request.body)["docs"]] for c in bulk.calls]
+    assert batches == [["a", "b"], ["c"], ["_design/by-date", "_design/with-files"]]
