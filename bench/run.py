@@ -429,16 +429,23 @@ class Bench:
         self.settle()
         seconds, stats = timed(lambda: purge(self.couch, options, [DB]))
         ours = stats.documents_purged / seconds
+        # Like for like: the raw API's figure leaves the indexes behind, so the purge's own
+        # work is compared with it without the time the server took to bring them up to date
+        # (stats.index_refresh_seconds), and the whole run with the raw API plus its catch-up.
+        own = seconds - stats.index_refresh_seconds
+        ours_own = stats.documents_purged / own
         self.report(
             "purge.couchops",
-            f"{ours:,.0f} docs/s ({stats.documents_purged} purged of {self.total} in "
-            f"{seconds:.2f}s: finding, deciding, purging, indexes brought up to date) -> "
-            f"{ours / raw:.0%} of the raw API alone, {ours / raw_indexed:.0%} of the raw API "
-            "with its index catch-up",
+            f"{ours_own:,.0f} docs/s finding, deciding and purging ({stats.documents_purged} "
+            f"purged of {self.total} in {own:.2f}s) -> {ours_own / raw:.0%} of the raw API "
+            f"alone; with the indexes brought up to date (+{stats.index_refresh_seconds:.1f}s): "
+            f"{ours:,.0f} docs/s -> {ours / raw_indexed:.0%} of the raw API with its catch-up",
             docs_per_second=ours,
+            docs_per_second_without_index_catch_up=ours_own,
             seconds=seconds,
+            index_refresh_seconds=stats.index_refresh_seconds,
             documents=stats.documents_purged,
-            ratio=ours / raw,
+            ratio=ours_own / raw,
             ratio_with_indexes=ours / raw_indexed,
         )
 

@@ -49,6 +49,9 @@ LEDGER_MAX_ENTRIES = 100_000
 """About 7 MB of ledger, under CouchDB's default 8 MB document limit."""
 CHANGES_PAGE = 2000
 FIND_PAGE = 2000
+MAX_ROUNDS = 10
+"""Rounds through the indexes after the first, for leaves that were in conflict with a purged
+winner (one round per conflicting leaf a document had); what is left goes in the next run."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class PurgeStats:
     documents_would_purge: int = 0
     requests_without_quorum: int = 0
     batches: int = 0
+    index_refresh_seconds: float = 0.0
+    """Of the run, the time the server took to bring the indexes up to date with the purges."""
     complete: bool = True
 
     def counts(self) -> dict[str, float]:
@@ -86,6 +91,7 @@ class PurgeStats:
             "documents_untimed_purged": self.documents_untimed_purged,
             "documents_would_purge": self.documents_would_purge,
             "requests_without_quorum": self.requests_without_quorum,
+            "index_refresh_seconds": round(self.index_refresh_seconds, 3),
             "complete": 1 if self.complete else 0,
         }
 
@@ -143,17 +149,21 @@ def untimed_selector(timestamp_field: str) -> JSON:
 def purge_index_specs(timestamp_field: str, partitioned: bool) -> list[JSON]:
     """The Mango indexes that let a purge read only what it may remove: one on the timestamp
     (old and future-dated documents by range) and one holding only documents without a
-    well-formed timestamp (a partial index). `cluster-setup` creates them."""
+    well-formed timestamp (a partial index). `cluster-setup` creates them.
+
+    Both hold `_rev` too: the purge asks them for nothing but id, winning revision and
+    timestamp, which they answer alone (a covering index: CouchDB 3.5 reads no document, where
+    a query that needs the documents costs several times the server CPU)."""
     f = timestamp_field
     specs: list[JSON] = [
         {
-            "index": {"fields": [f]},
+            "index": {"fields": [f, "_rev"]},
             "ddoc": f"couchops-by-{f}",
             "name": f"by-{f}",
             "type": "json",
         },
         {
-            "index": {"fields": ["_id"], "partial_filter_selector": untimed_selector(f)},
+            "index": {"fields": ["_id", "_rev"], "partial_filter_selector": untimed_selector(f)},
             "ddoc": f"couchops-untimed-{f}",
             "name": f"untimed-{f}",
             "type": "json",
@@ -272,6 +282,30 @@ def decide(
         reason = f"no valid timestamp, first seen {iso(first)}"
         return Candidate(doc_id, revs, reason, None), kind + "_due"
     return None, kind
+
+
+def index_fields(index: JSON) -> list[str]:
+    """The field names of an index as `GET /{db}/_index` describes it."""
+    fields = (index.get("def") or {}).get("fields") or []
+    return [next(iter(f)) if isinstance(f, dict) else str(f) for f in fields]
+
+
+def leaves(couch: Couch, db: str, doc_ids: list[str]) -> dict[str, list[str]]:
+    """Every leaf revision (conflicts and deleted leaves included) of these documents, by
+    `_changes` looked up by id (batches of 100: CouchDB scans the whole feed above that)."""
+    found: dict[str, list[str]] = {}
+    wanted = set(doc_ids)
+    for start in range(0, len(doc_ids), MAX_IDS_PER_REQUEST):
+        answer = couch.post(
+            f"{db_path(db)}/_changes",
+            {"doc_ids": doc_ids[start : start + MAX_IDS_PER_REQUEST]},
+            params={"filter": "_doc_ids", "style": "all_docs"},
+        )
+        for change in answer.get("results") or []:
+            doc_id = str(change.get("id", ""))
+            if doc_id in wanted:
+                found[doc_id] = [str(c["rev"]) for c in change.get("changes", []) if "rev" in c]
+    return found
 
 
 def batches(
@@ -409,10 +443,10 @@ class _DatabasePurge:
             if not doc_id or doc_id.startswith("_design/"):
                 continue
             if doc_id in self.seen:
-                if change.get("deleted") and doc_id in self.purged_ids:
-                    # A deleted leaf (invisible to Mango) outlived the purge of the document.
-                    revs = tuple(str(c["rev"]) for c in change.get("changes", []))
-                    yield Candidate(doc_id, revs, "leaves left by its purge", None, counted=False)
+                if doc_id in self.purged_ids:
+                    left = self._leftover(change)
+                    if left is not None:
+                        yield left
                 continue
             self.seen.add(doc_id)
             self.stats.documents_scanned += 1
@@ -429,33 +463,53 @@ class _DatabasePurge:
             self.purged_ids.add(doc_id)
             yield cand
 
+    def _leftover(self, change: JSON) -> Candidate | None:
+        """What a purged document left: leaves that were not its winner. A deleted leaf
+        (invisible to Mango) goes at once; a live one, now the winner, goes when its own
+        timestamp says so, with every leaf it still has."""
+        doc_id = str(change["id"])
+        if change.get("deleted"):
+            revs = tuple(str(c["rev"]) for c in change.get("changes", []))
+            return Candidate(doc_id, revs, "leaves left by its purge", None, counted=False)
+        cand, _ = decide(change, self.options.timestamp_field, self.cutoff, self.now, None)
+        if cand is None:
+            return None
+        revs = tuple(leaves(self.couch, self.db, [doc_id]).get(doc_id, cand.revs))
+        return Candidate(doc_id, revs, "leaves left by its purge", cand.timestamp, counted=False)
+
     def _purge_indexes(self) -> tuple[list[str], list[str]] | None:
-        """The two purge indexes, when the database has both (Apache CouchDB only)."""
+        """The two purge indexes, when the database has both as `purge_index_specs` defines
+        them (Apache CouchDB only)."""
         if not self.couch.is_apache_couchdb():
             return None
-        names = {
-            (str(ix.get("ddoc")), str(ix.get("name")))
+        have = {
+            (str(ix.get("ddoc")), str(ix.get("name"))): index_fields(ix)
             for ix in self.couch.get(f"{db_path(self.db)}/_index").get("indexes", [])
         }
-        by, untimed = purge_index_specs(self.options.timestamp_field, False)
-        wanted = [[f"_design/{spec['ddoc']}", spec["name"]] for spec in (by, untimed)]
-        if all((ddoc, name) in names for ddoc, name in wanted):
+        specs = purge_index_specs(self.options.timestamp_field, False)
+        wanted = [[f"_design/{spec['ddoc']}", str(spec["name"])] for spec in specs]
+        if all(
+            have.get((ddoc, name)) == spec["index"]["fields"]
+            for (ddoc, name), spec in zip(wanted, specs, strict=True)
+        ):
             return wanted[0], wanted[1]
-        self.log.info("purge.full_scan", reason="the purge indexes are missing")
+        self.log.info(
+            "purge.full_scan",
+            reason="the purge indexes are missing or outdated: run cluster-setup",
+        )
         return None
 
-    def _find(self, selector: JSON, index: list[str]) -> Iterator[JSON]:
-        """Documents matching a selector through an index, paged with bookmarks, without
-        updating the index (`_indexed_changes` did, before any purge: updating it between
-        purges would make it process them one query at a time). `stable`: on a cluster, the
-        same copy of each shard range as the update, not whichever answers first (a copy whose
-        index is not built yet answers with nothing)."""
-        f = self.options.timestamp_field
+    def _find(self, selector: JSON, index: list[str], fields: list[str]) -> Iterator[JSON]:
+        """Index rows matching a selector (id, winning revision and the fields asked, all in
+        the index: no document is read), paged with bookmarks, without updating the index
+        (`_indexed_changes` did, before any purge: updating it between purges would make it
+        process them one query at a time). `stable`: on a cluster, the same copy of each shard
+        range as the update, not whichever answers first (a copy whose index is not built yet
+        answers with nothing)."""
         body: JSON = {
             "selector": selector,
             "use_index": index,
-            "fields": ["_id", "_rev", "_conflicts", f],
-            "conflicts": True,
+            "fields": fields,
             "limit": FIND_PAGE,
             "update": False,
             "stable": True,
@@ -478,12 +532,13 @@ class _DatabasePurge:
         upper = iso(self.cutoff + timedelta(days=1))
         # Offsets run from -12:00 to +14:00: a future instant reads at least 12 hours earlier.
         future = iso(self.now + FUTURE_TOLERANCE - timedelta(hours=13))
-        queries: list[tuple[JSON, list[str]]] = [
-            ({f: {"$lt": upper}}, by),
-            ({f: {"$gt": future}}, by),
-            ({"$and": [{"_id": {"$gt": None}}, untimed_selector(f)]}, untimed),
+        # The untimed index holds no timestamp: its documents have none that is valid.
+        queries: list[tuple[JSON, list[str], list[str]]] = [
+            ({f: {"$lt": upper}}, by, ["_id", "_rev", f]),
+            ({f: {"$gt": future}}, by, ["_id", "_rev", f]),
+            ({"$and": [{"_id": {"$gt": None}}, untimed_selector(f)]}, untimed, ["_id", "_rev"]),
         ]
-        for selector, index in (queries[0], queries[2]):
+        for selector, index, _ in (queries[0], queries[2]):
             # Both indexes brought up to date with every write so far, before any purge.
             self.couch.post(
                 f"{db_path(self.db)}/_find",
@@ -495,10 +550,9 @@ class _DatabasePurge:
                     "stable": True,
                 },
             )
-        for selector, index in queries:
-            for doc in self._find(selector, index):
-                revs = [doc["_rev"], *(doc.get("_conflicts") or [])]
-                yield {"id": doc["_id"], "changes": [{"rev": r} for r in revs], "doc": doc}
+        for selector, index, fields in queries:
+            for doc in self._find(selector, index, fields):
+                yield {"id": doc["_id"], "changes": [{"rev": doc["_rev"]}], "doc": doc}
 
     def _tombstones(self) -> Iterator[JSON]:
         """Tombstones are in no index: the changes feed, without bodies, lists them (only
@@ -558,16 +612,24 @@ class _DatabasePurge:
     def run(self, partitioned: bool) -> None:
         options, stats = self.options, self.stats
         indexes = self._purge_indexes()
-        # Through the indexes, the cost follows what goes, not what stays; the tombstones come
-        # in a second phase, after the first's purges, so leftover deleted leaves go too.
-        phases: list[Callable[[], Iterator[JSON]]] = (
-            [lambda: self._indexed_changes(indexes), self._tombstones]
-            if indexes
-            else [self._scanned_changes]
-        )
-        for phase in phases:
+        if indexes is None:
+            self._purge_all(self.candidates(self._scanned_changes()), partitioned)
+        else:
+            # Through the indexes, the cost follows what goes, not what stays. They show each
+            # document's winner only: once the purges are in the indexes, a leaf that was in
+            # conflict with a purged winner shows as the winner and goes in the next round.
+            # The tombstones come last, so deleted leaves left by the purges go too.
+            self._purge_all(self.candidates(self._indexed_changes(indexes)), partitioned)
+            for _ in range(MAX_ROUNDS):
+                before = stats.revisions_purged
+                if options.dry_run or not stats.complete or not self.purged_here:
+                    break
+                self._refresh(partitioned)
+                self._purge_all(self.candidates(self._indexed_changes(indexes)), partitioned)
+                if stats.revisions_purged == before:
+                    break
             if stats.complete:
-                self._purge_all(self.candidates(phase()), partitioned)
+                self._purge_all(self.candidates(self._tombstones()), partitioned)
         self.log.info(
             "purge.database_done",
             purged=self.purged_here,
@@ -579,9 +641,14 @@ class _DatabasePurge:
             return
         self.ledger.save(complete=stats.complete)
         if self.purged_here:
-            refresh_indexes(self.couch, self.db, partitioned)
+            self._refresh(partitioned)
             if options.compact:
                 compact(self.couch, self.db)
+
+    def _refresh(self, partitioned: bool) -> None:
+        started = time.monotonic()
+        refresh_indexes(self.couch, self.db, partitioned)
+        self.stats.index_refresh_seconds += time.monotonic() - started
 
     def _purge_all(self, candidates: Iterator[Candidate], partitioned: bool) -> None:
         options, stats = self.options, self.stats
@@ -601,7 +668,7 @@ class _DatabasePurge:
                 while len(inflight) >= 2 * options.concurrency:
                     self._collect(inflight.popleft())
                 if limit and self.since_refresh >= limit // 2:
-                    refresh_indexes(self.couch, self.db, partitioned)
+                    self._refresh(partitioned)
                     self.since_refresh = 0
             while inflight:
                 self._collect(inflight.popleft())

@@ -133,7 +133,8 @@ class FakeCouch:
     def _find(self, db: FakeDb, body: dict[str, Any]) -> Any:
         """Mango `_find` for the selectors couchops' purge sends (and index refreshes)."""
         selector = body["selector"]
-        field_name = next((f for f in body.get("fields", []) if not f.startswith("_")), "")
+        field_name = "createdAt"  # the purge's timestamp field in every contract test
+        wanted = body.get("fields") or ["_id", "_rev", field_name]
 
         def matches(doc: dict[str, Any]) -> bool:
             value = doc.get(field_name)
@@ -154,14 +155,10 @@ class FakeCouch:
             doc = entry.leaves[winner]
             if matches(doc):
                 others = [r for r in entry.leaves if r != winner and r not in entry.deleted]
-                found.append(
-                    {
-                        "_id": doc_id,
-                        "_rev": winner,
-                        "_conflicts": others,
-                        **({field_name: doc[field_name]} if field_name in doc else {}),
-                    }
-                )
+                row = {"_id": doc_id, "_rev": winner, field_name: doc.get(field_name)}
+                if body.get("conflicts"):
+                    row["_conflicts"] = others
+                found.append({k: v for k, v in row.items() if k in wanted and k in {**doc, **row}})
         start = int(body.get("bookmark", "0"))
         page = found[start : start + int(body.get("limit", 25))]
         return {"docs": page, "bookmark": str(start + len(page))}
@@ -210,7 +207,12 @@ class FakeCouch:
         db = FakeDb()
         if self.indexed:
             db.indexes = [
-                {"ddoc": f"_design/{spec['ddoc']}", "name": spec["name"], "type": "json"}
+                {
+                    "ddoc": f"_design/{spec['ddoc']}",
+                    "name": spec["name"],
+                    "type": "json",
+                    "def": {"fields": [{f: "asc"} for f in spec["index"]["fields"]]},
+                }
                 for spec in purge_index_specs("createdAt", partitioned=False)
             ]
         self.dbs[name] = db

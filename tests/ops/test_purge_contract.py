@@ -63,14 +63,22 @@ def test_only_documents_strictly_older_than_the_cutoff_are_purged(fake: FakeCouc
         # Only what may go is read: a range below the cutoff (and one in the future) on the
         # timestamp index, and the partial index of documents without a well-formed date.
         finds = fake.requests_to("/_find")
-        # Both indexes updated first, then queried without updating them between purges.
-        assert [(f["use_index"][1], f.get("update", True)) for f in finds] == [
+        # Both indexes updated first, then queried without updating them between purges;
+        # once the purges are in the indexes, a second round finds nothing left.
+        one_round = [
             ("by-createdAt", True),
             ("untimed-createdAt", True),
             ("by-createdAt", False),
             ("by-createdAt", False),
             ("untimed-createdAt", False),
         ]
+        assert [(f["use_index"][1], f.get("update", True)) for f in finds] == one_round * 2
+        # Each query asks for what the index holds alone (a covering index: no document read).
+        assert [f["fields"] for f in finds if f.get("update") is False] == [
+            ["_id", "_rev", "createdAt"],
+            ["_id", "_rev", "createdAt"],
+            ["_id", "_rev"],
+        ] * 2
         assert fake.requests_to("/_changes") == []
     else:
         scan = fake.requests_to("/_changes")[0]
@@ -230,3 +238,18 @@ def test_indexes_are_refreshed_and_the_database_compacted_after_a_purge(fake: Fa
     assert ["_design/mango", "by-createdAt"] in refreshes
     assert "/onboarding/_compact" in paths and "/onboarding/_compact/app" in paths
     assert "_design/app" in db.docs
+
+
+@pytest.mark.parametrize("fake", [True], ids=["through-indexes"], indirect=True)
+def test_purge_indexes_defined_otherwise_are_not_trusted(fake: FakeCouch) -> None:
+    """An index of the purge's name without `_rev` (an earlier definition) would make CouchDB
+    read every document it lists: the purge scans the changes feed instead and says why."""
+    db = fake.new_db("onboarding")
+    for index in db.indexes:
+        index["def"]["fields"] = [f for f in index["def"]["fields"] if "_rev" not in f]
+    db.put(onboarding_doc("p1:older", days_ago(31)))
+    db.put(onboarding_doc("p2:today", days_ago(0)))
+    stats = purge(client(), options())
+    assert stats.documents_purged == 1 and sorted(db.docs) == ["p2:today"]
+    assert fake.requests_to("/_find") == []
+    assert "$or" in fake.requests_to("/_changes")[0]["selector"]
