@@ -17,7 +17,7 @@ import requests
 from couchops.couch import JSON, Couch, db_path, doc_path
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
-from couchops.purge import purge_index_specs
+from couchops.purge import index_fields, purge_index_specs
 from couchops.settings import Settings
 
 SYSTEM_DATABASES = ("_users", "_replicator")
@@ -243,17 +243,21 @@ def ensure_purged_infos_limit(couch: Couch, settings: Settings, report: SetupRep
 def ensure_indexes(
     couch: Couch, settings: Settings, partitioned: bool, report: SetupReport
 ) -> None:
+    """Create the indexes, and redefine one whose fields differ from its spec (CouchDB
+    replaces an index posted under an existing design document and name)."""
     path = f"{db_path(settings.database)}/_index"
     existing = {
-        (str(ix.get("ddoc") or ""), str(ix.get("name") or ""))
+        (str(ix.get("ddoc") or ""), str(ix.get("name") or "")): index_fields(ix)
         for ix in couch.get(path).get("indexes", [])
     }
     for spec in index_specs(settings, partitioned):
-        if (f"_design/{spec['ddoc']}", spec["name"]) in existing:
+        fields = existing.get((f"_design/{spec['ddoc']}", spec["name"]))
+        if fields == spec["index"]["fields"]:
             continue
         result = couch.post(path, spec)
         if result.get("result") == "created":
-            report.change(f"created index {spec['name']} on {settings.database}")
+            verb = "created" if fields is None else "redefined"
+            report.change(f"{verb} index {spec['name']} on {settings.database}")
 
 
 def ensure_app_user(couch: Couch, settings: Settings, report: SetupReport) -> None:
