@@ -2,12 +2,19 @@
 
 A document's age is the timestamp in its winning revision (``PURGE_TIMESTAMP_FIELD``). A
 document older than the cutoff (``now - PURGE_RETENTION_DAYS``, strictly older) is purged with
-``POST /{db}/_purge``, every leaf revision at once (winner, conflicts, deleted leaves), which
-removes the document, its old revision bodies and attachments from every API: reads by id or
-``?rev=``, ``_all_docs``, ``_changes`` (with ``include_docs``), Mango indexes and views. Then
-the database's indexes are brought up to date (so not even a ``stable``/``update=false`` read
-shows the document) and, by default, the database and its indexes are compacted (so the bytes
-leave the disk too).
+``POST /{db}/_purge``, which removes the document, its old revision bodies and attachments from
+every API: reads by id or ``?rev=``, ``_all_docs``, ``_changes`` (with ``include_docs``), Mango
+indexes and views. Then the database's indexes are brought up to date (so not even a
+``stable``/``update=false`` read shows the document) and, by default, the database and its
+indexes are compacted (so the bytes leave the disk too).
+
+On Apache CouchDB with the purge's indexes (``cluster-setup`` creates them), what may go is read
+from the indexes alone, which hold each document's winning revision: the winners go first; once
+the indexes hold those purges, a leaf that was in conflict with a purged winner shows as the
+winner and goes, with every leaf left, when its own timestamp says so (a later round of the same
+run); deleted leaves left behind go in the last phase, which lists tombstones. Without the
+indexes (or on pouchdb-server) every document is scanned, and every leaf of an old document
+goes in one request.
 
 Documents whose winning revision has no valid timestamp (missing, not ISO-8601 with an explicit
 offset, more than an hour in the future), tombstones without one included, follow one rule:
@@ -27,6 +34,7 @@ CouchDB's purge limits (100 document ids and 1000 revisions per request by defau
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -49,6 +57,10 @@ LEDGER_MAX_ENTRIES = 100_000
 """About 7 MB of ledger, under CouchDB's default 8 MB document limit."""
 CHANGES_PAGE = 2000
 FIND_PAGE = 2000
+SORT_CHUNK = 20_000
+"""Candidates sorted by id in chunks this large before they are batched: a `_purge` of ids
+that are neighbours in the id tree costs CouchDB far less than one of ids scattered over it
+(the indexes list them by date: 19.7 s against 13.8 s for 18,282 documents, 3-node 3.5.2)."""
 MAX_ROUNDS = 10
 """Rounds through the indexes after the first, for leaves that were in conflict with a purged
 winner (one round per conflicting leaf a document had); what is left goes in the next run."""
@@ -306,6 +318,15 @@ def leaves(couch: Couch, db: str, doc_ids: list[str]) -> dict[str, list[str]]:
             if doc_id in wanted:
                 found[doc_id] = [str(c["rev"]) for c in change.get("changes", []) if "rev" in c]
     return found
+
+
+def in_id_order(candidates: Iterator[Candidate], chunk: int = SORT_CHUNK) -> Iterator[Candidate]:
+    """The candidates sorted by document id, `chunk` at a time (memory stays bounded)."""
+    while True:
+        block = list(itertools.islice(candidates, chunk))
+        if not block:
+            return
+        yield from sorted(block, key=lambda c: c.doc_id)
 
 
 def batches(
@@ -656,7 +677,9 @@ class _DatabasePurge:
         limit = _purged_infos_limit(self.couch, self.db)
         inflight: deque[Future[tuple[int, int, bool]]] = deque()
         with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
-            for body, continued in batches(candidates, options.max_ids, options.max_revs):
+            for body, continued in batches(
+                in_id_order(candidates), options.max_ids, options.max_revs
+            ):
                 if options.max_batches is not None and stats.batches >= options.max_batches:
                     stats.complete = False
                     break

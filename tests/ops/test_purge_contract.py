@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from couchops.couch import Couch
-from couchops.purge import LEDGER_ID, Candidate, PurgeOptions, batches, purge
+from couchops.purge import LEDGER_ID, Candidate, PurgeOptions, batches, in_id_order, purge
 from tests.ops.fake_couch import BASE, FakeCouch, FakeDb  # noqa: F401
 from tests.ops.helpers import NOW, days_ago, onboarding_doc
 
@@ -253,3 +253,14 @@ def test_purge_indexes_defined_otherwise_are_not_trusted(fake: FakeCouch) -> Non
     assert stats.documents_purged == 1 and sorted(db.docs) == ["p2:today"]
     assert fake.requests_to("/_find") == []
     assert "$or" in fake.requests_to("/_changes")[0]["selector"]
+
+
+def test_candidates_are_purged_in_id_order_chunk_by_chunk() -> None:
+    """The indexes list candidates by date; `_purge` costs CouchDB less for neighbouring ids."""
+    ids = [f"u{(i * 7919) % 1000:04d}:doc" for i in range(1000)]
+    cands = (Candidate(i, ("1-a",), "old", None) for i in ids)
+    out = [c.doc_id for c in in_id_order(cands, chunk=300)]
+    assert sorted(out) == sorted(ids)
+    chunks = [out[k : k + 300] for k in range(0, 1000, 300)]
+    assert all(chunk == sorted(chunk) for chunk in chunks)
+    assert chunks[0] == sorted(ids[:300])
