@@ -49,16 +49,14 @@ from couchops.log import logger
 from couchops.timestamps import iso
 
 FORMAT = "couchops-backup/1"
+MANIFEST = "manifest.json"
+BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 DESIGN_MARK = b'"_id":"_design/'
 
 
 def is_design_line(line: bytes) -> bool:
     """Whether a backup line holds a design document (parsed only when it may)."""
     return DESIGN_MARK in line and str(jsoncodec.loads(line).get("_id", "")).startswith("_design/")
-
-
-MANIFEST = "manifest.json"
-BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
 
 def canonical(doc: JSON) -> bytes:
@@ -539,7 +537,7 @@ def _write_file(couch: Couch, target: str, path: Path, *, batch: int, concurrenc
             written += window.popleft().result()
     if design:
         # Last: CouchDB builds a database's indexes as soon as their design documents exist,
-        # and would otherwise update them beside every batch of the restore (a third of the
+        # and would otherwise update them beside every batch of the restore (a quarter of the
         # restore's time on a 3-node CouchDB 3.5.2).
         written += _bulk_write(couch, target, design)
     return written
