@@ -282,7 +282,7 @@ class Bench:
 
     def _couchops_restore(self, round_: int) -> float:
         target = f"bench-restore-couchops-{round_}"
-        self.couch.request("DELETE", db_path(target), ok=(200, 202, 404))
+        self.drop(target)
         self.created.append(target)
         self.settle()
         seconds, _ = timed(

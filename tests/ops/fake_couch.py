@@ -155,10 +155,12 @@ class FakeCouch:
             doc = entry.leaves[winner]
             if matches(doc):
                 others = [r for r in entry.leaves if r != winner and r not in entry.deleted]
-                row = {"_id": doc_id, "_rev": winner, field_name: doc.get(field_name)}
+                row = {"_id": doc_id, "_rev": winner}
+                if field_name in doc:  # as Mango: a field the document lacks is left out
+                    row[field_name] = doc[field_name]
                 if body.get("conflicts"):
                     row["_conflicts"] = others
-                found.append({k: v for k, v in row.items() if k in wanted and k in {**doc, **row}})
+                found.append({k: v for k, v in row.items() if k in wanted or k == "_conflicts"})
         start = int(body.get("bookmark", "0"))
         page = found[start : start + int(body.get("limit", 25))]
         return {"docs": page, "bookmark": str(start + len(page))}
