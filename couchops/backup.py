@@ -41,10 +41,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from couchops import jsoncodec
 from couchops.couch import JSON, Couch, db_path
-from couchops.errors import OpsError, VerificationError
+from couchops.errors import CouchError, OpsError, VerificationError
 from couchops.log import logger
 from couchops.timestamps import iso
 
@@ -134,28 +135,75 @@ def split_points(couch: Couch, db: str, parts: int) -> list[str]:
     return sorted({ordered[int(step * i)] for i in range(1, parts)})
 
 
+def shard_copies(couch: Couch, db: str) -> list[str] | None:
+    """The node-local paths (``/_node/<node>/<shard>``) of one copy of each of the database's
+    shard ranges, or None where the server offers none (not Apache CouchDB 3, not an admin, a
+    range with no copy that answers): the clustered ``_all_docs`` is read then.
+
+    A clustered ``_all_docs`` also reads each range from a single copy, through a coordinator
+    that merges every range's rows; asking the copies themselves spares the server that work
+    (60,000 documents on the 3-node cluster: 12.5-15 s of CouchDB CPU instead of 23-27 s, see
+    bench/README.md). Of a range's copies, one that has seen the most documents (live and
+    deleted) is read, so not one that internal replication has yet to bring up to date; among
+    those, the nodes take turns."""
+    if not couch.is_apache_couchdb():
+        return None
+    response = couch.request("GET", f"/_node/_local/_dbs{db_path(db)}", ok=(200, 401, 403, 404))
+    if response.status_code != 200:
+        logger().info("backup.clustered_read", database=db, reason=f"HTTP {response.status_code}")
+        return None
+    shard_map = response.json()
+    by_range, codes = shard_map.get("by_range"), shard_map.get("shard_suffix")
+    if not isinstance(by_range, dict) or not isinstance(codes, list):
+        return None
+    suffix = "".join(chr(c) for c in codes)
+    turns: dict[str, int] = {}
+    chosen: list[str] = []
+    for shard_range, nodes in sorted(by_range.items()):
+        shard = quote(f"shards/{shard_range}/{db}{suffix}", safe="")
+        seen: dict[str, tuple[int, str]] = {}
+        for node in nodes:
+            path = f"/_node/{quote(node, safe='@')}/{shard}"
+            try:
+                info = couch.get(path)
+            except CouchError as exc:
+                logger().warning("backup.copy_unavailable", database=db, copy=path, reason=str(exc))
+                continue
+            seen[node] = (int(info.get("doc_count", 0)) + int(info.get("doc_del_count", 0)), path)
+        if not seen:
+            return None
+        most = max(count for count, _ in seen.values())
+        node = min(
+            (n for n, (count, _) in seen.items() if count == most), key=lambda n: turns.get(n, 0)
+        )
+        turns[node] = turns.get(node, 0) + 1
+        chosen.append(seen[node][1])
+    return chosen
+
+
 def fetch_range(
-    couch: Couch, db: str, first: str | None, end: str | None, limit: int
+    couch: Couch, path: str, first: str | None, end: str | None, limit: int
 ) -> list[JSON]:
-    """Up to `limit` winning revisions with attachments inline, ids from `first` (inclusive)
-    to `end` (exclusive); None leaves that side open."""
+    """Up to `limit` winning revisions with attachments inline from the database (or shard
+    copy) at `path`, ids from `first` (inclusive) to `end` (exclusive); None leaves that side
+    open."""
     params: dict[str, Any] = {"include_docs": True, "attachments": True, "limit": limit}
     if first is not None:
         params["startkey"] = first
     if end is not None:
         params["endkey"] = end
         params["inclusive_end"] = False
-    response = couch.request("GET", f"{db_path(db)}/_all_docs", params=params)
+    response = couch.request("GET", f"{path}/_all_docs", params=params)
     rows = jsoncodec.loads(response.content).get("rows", [])
     return [row["doc"] for row in rows if row.get("doc")]
 
 
 def _read_range(
-    couch: Couch, db: str, first: str | None, end: str | None, page: int
+    couch: Couch, path: str, first: str | None, end: str | None, page: int
 ) -> Iterator[list[JSON]]:
     skip_first = False
     while True:
-        docs = fetch_range(couch, db, first, end, page + (1 if skip_first else 0))
+        docs = fetch_range(couch, path, first, end, page + (1 if skip_first else 0))
         if skip_first and docs and docs[0]["_id"] == first:
             docs = docs[1:]
         if docs:
@@ -165,23 +213,50 @@ def _read_range(
         first, skip_first = str(docs[-1]["_id"]), True
 
 
-def read_database(couch: Couch, db: str, *, page: int, concurrency: int) -> Iterator[list[JSON]]:
-    """Pages of documents, in no particular order: the id space is cut into ranges that are
-    streamed in parallel, each page by page (memory stays bounded by the page size)."""
-    cuts = split_points(couch, db, concurrency)
-    bounds: list[str | None] = [None, *cuts, None]
-    ranges = list(itertools.pairwise(bounds))
-    pages: queue.Queue[list[JSON] | BaseException | None] = queue.Queue(maxsize=2 * len(ranges))
+Range = tuple[str, str | None, str | None]
 
-    def worker(first: str | None, end: str | None) -> None:
+
+def read_ranges(
+    couch: Couch, db: str, *, documents: int, page: int, concurrency: int
+) -> list[Range]:
+    """What to read, as (path, first id, end id): the database's shard copies, one per range,
+    when it holds more than a page and the server offers them, else the clustered database cut
+    into id ranges."""
+    if documents > page:
+        copies = shard_copies(couch, db)
+        if copies:
+            return [(path, None, None) for path in copies]
+    bounds: list[str | None] = [None, *split_points(couch, db, concurrency), None]
+    return [(db_path(db), first, end) for first, end in itertools.pairwise(bounds)]
+
+
+def read_database(
+    couch: Couch, db: str, *, documents: int, page: int, concurrency: int
+) -> Iterator[list[JSON]]:
+    """Pages of documents, in no particular order: the ranges of `read_ranges` are streamed by
+    up to `concurrency` threads, each range page by page (memory stays bounded by the page
+    size). `documents` is about how many the database holds (its ``doc_count``)."""
+    todo: queue.SimpleQueue[Range] = queue.SimpleQueue()
+    ranges = read_ranges(couch, db, documents=documents, page=page, concurrency=concurrency)
+    for one in ranges:
+        todo.put(one)
+    workers = max(1, min(concurrency, len(ranges)))
+    pages: queue.Queue[list[JSON] | BaseException | None] = queue.Queue(maxsize=2 * workers)
+
+    def worker() -> None:
         try:
-            for docs in _read_range(couch, db, first, end, page):
-                pages.put(docs)
+            while True:
+                try:
+                    path, first, end = todo.get_nowait()
+                except queue.Empty:
+                    break
+                for docs in _read_range(couch, path, first, end, page):
+                    pages.put(docs)
             pages.put(None)
         except BaseException as exc:  # handed to the reading thread, which raises it
             pages.put(exc)
 
-    threads = [threading.Thread(target=worker, args=r, daemon=True) for r in ranges]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
     for thread in threads:
         thread.start()
     running = len(threads)
@@ -237,7 +312,10 @@ def backup_database(
     with path.open("wb") as raw:
         hashing = _HashingWriter(raw)
         with gzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=1, mtime=0) as out:
-            for docs in read_database(couch, db, page=page, concurrency=concurrency):
+            documents = int(info.get("doc_count") or 0)
+            for docs in read_database(
+                couch, db, documents=documents, page=page, concurrency=concurrency
+            ):
                 lines = []
                 for doc in docs:
                     line = canonical(doc)
@@ -602,9 +680,15 @@ def restore(
 def live_digest(
     couch: Couch, db: str, *, page: int = 1000, concurrency: int = 4
 ) -> tuple[int, str]:
+    info = couch.db_info(db)
+    if info is None:
+        raise VerificationError(f"database {db} does not exist")
+    documents = int(info.get("doc_count") or 0)
     entries = [
         (str(doc["_id"]), hashlib.sha256(canonical(doc)).hexdigest())
-        for docs in read_database(couch, db, page=page, concurrency=concurrency)
+        for docs in read_database(
+            couch, db, documents=documents, page=page, concurrency=concurrency
+        )
         for doc in docs
     ]
     return len(entries), content_digest(entries)

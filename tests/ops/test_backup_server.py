@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -52,6 +53,33 @@ def seed(couch: Couch, db: str, users: int = 20) -> int:
     )
     bulk(couch, db, docs)
     return len(docs)
+
+
+def test_on_apache_couchdb_each_shard_range_is_read_from_one_copy(
+    couch: Couch, make_db: Callable[..., str]
+) -> None:
+    if not couch.is_apache_couchdb():
+        pytest.skip("pouchdb-server has no shards nor node-local interface (contract tests)")
+    db = make_db()
+    count = seed(couch, db)
+    ranges = couch.get(f"{db_path(db)}/_shards")["shards"]
+
+    copies = backup_module.shard_copies(couch, db)
+
+    assert copies is not None
+    assert len(copies) == len(ranges)
+    for path, shard_range in zip(copies, sorted(ranges), strict=True):
+        node = unquote(path.split("/")[2])
+        assert node in ranges[shard_range]
+        assert quote(f"shards/{shard_range}/{db}.", safe="") in path
+    docs = [
+        d
+        for page in backup_module.read_database(couch, db, documents=count, page=7, concurrency=4)
+        for d in page
+    ]
+    clustered = couch.get(f"{db_path(db)}/_all_docs")["rows"]
+    assert sorted(d["_id"] for d in docs) == [row["id"] for row in clustered]
+    assert len(docs) == count
 
 
 def test_backup_restore_round_trip_keeps_documents_and_attachments_byte_identical(
