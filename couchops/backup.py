@@ -142,8 +142,8 @@ def shard_copies(couch: Couch, db: str) -> list[str] | None:
 
     A clustered ``_all_docs`` also reads each range from a single copy, through a coordinator
     that merges every range's rows; asking the copies themselves spares the server that work
-    (60,000 documents on the 3-node cluster: 12.5-15 s of CouchDB CPU instead of 23-27 s, see
-    bench/README.md). Of a range's copies, one that has seen the most documents (live and
+    (a backup of 60,000 documents on the 3-node cluster: 16.5-19 s of CouchDB CPU instead of
+    19.5-22.5 s, couchops/README.md). Of a range's copies, one that has seen the most documents (live and
     deleted) is read, so not one that internal replication has yet to bring up to date; among
     those, the nodes take turns."""
     if not couch.is_apache_couchdb():
