@@ -41,10 +41,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
 
 from couchops import jsoncodec
-from couchops.couch import JSON, Couch, db_path
+from couchops.couch import JSON, Couch, copy_path, db_path
 from couchops.errors import CouchError, OpsError, VerificationError
 from couchops.log import logger
 from couchops.timestamps import iso
@@ -143,9 +142,9 @@ def shard_copies(couch: Couch, db: str) -> list[str] | None:
     A clustered ``_all_docs`` also reads each range from a single copy, through a coordinator
     that merges every range's rows; asking the copies themselves spares the server that work
     (a backup of 60,000 documents on the 3-node cluster: 16.5-19 s of CouchDB CPU instead of
-    19.5-22.5 s, couchops/README.md). Of a range's copies, one that has seen the most documents (live and
-    deleted) is read, so not one that internal replication has yet to bring up to date; among
-    those, the nodes take turns."""
+    19.5-22.5 s, couchops/README.md). Of a range's copies, one that has seen the most documents
+    (live and deleted) is read, so not one that internal replication has yet to bring up to
+    date; among those, the nodes take turns."""
     if not couch.is_apache_couchdb():
         return None
     response = couch.request("GET", f"/_node/_local/_dbs{db_path(db)}", ok=(200, 401, 403, 404))
@@ -156,14 +155,12 @@ def shard_copies(couch: Couch, db: str) -> list[str] | None:
     by_range, codes = shard_map.get("by_range"), shard_map.get("shard_suffix")
     if not isinstance(by_range, dict) or not isinstance(codes, list):
         return None
-    suffix = "".join(chr(c) for c in codes)
     turns: dict[str, int] = {}
     chosen: list[str] = []
     for shard_range, nodes in sorted(by_range.items()):
-        shard = quote(f"shards/{shard_range}/{db}{suffix}", safe="")
         seen: dict[str, tuple[int, str]] = {}
         for node in nodes:
-            path = f"/_node/{quote(node, safe='@')}/{shard}"
+            path = copy_path(node, shard_range, db, shard_map)
             try:
                 info = couch.get(path)
             except CouchError as exc:

