@@ -134,7 +134,7 @@ def split_points(couch: Couch, db: str, parts: int) -> list[str]:
     return sorted({ordered[int(step * i)] for i in range(1, parts)})
 
 
-def shard_copies(couch: Couch, db: str) -> list[str] | None:
+def copies_to_read(couch: Couch, db: str) -> list[str] | None:
     """The node-local paths (``/_node/<node>/<shard>``) of one copy of each of the database's
     shard ranges, or None where the server offers none (not Apache CouchDB 3, not an admin, a
     range with no copy that answers): the clustered ``_all_docs`` is read then.
@@ -156,15 +156,19 @@ def shard_copies(couch: Couch, db: str) -> list[str] | None:
     if not isinstance(by_range, dict) or not isinstance(codes, list):
         return None
     turns: dict[str, int] = {}
+    failed: set[str] = set()  # a node that failed once is not asked again (retries take time)
     chosen: list[str] = []
     for shard_range, nodes in sorted(by_range.items()):
         seen: dict[str, tuple[int, str]] = {}
         for node in nodes:
+            if node in failed:
+                continue
             path = copy_path(node, shard_range, db, shard_map)
             try:
                 info = couch.get(path)
             except CouchError as exc:
                 logger().warning("backup.copy_unavailable", database=db, copy=path, reason=str(exc))
+                failed.add(node)
                 continue
             seen[node] = (int(info.get("doc_count", 0)) + int(info.get("doc_del_count", 0)), path)
         if not seen:
@@ -220,7 +224,7 @@ def read_ranges(
     when it holds more than a page and the server offers them, else the clustered database cut
     into id ranges."""
     if documents > page:
-        copies = shard_copies(couch, db)
+        copies = copies_to_read(couch, db)
         if copies:
             return [(path, None, None) for path in copies]
     bounds: list[str | None] = [None, *split_points(couch, db, concurrency), None]

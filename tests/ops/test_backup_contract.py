@@ -22,7 +22,7 @@ import pytest
 import responses
 from responses import matchers
 
-from couchops.backup import read_database, shard_copies
+from couchops.backup import copies_to_read, read_database
 from couchops.couch import Couch
 
 pytestmark = pytest.mark.contract
@@ -71,7 +71,7 @@ def test_a_copy_that_has_seen_fewer_documents_is_not_read_and_the_nodes_take_tur
     for node in NODES:
         copy_info(node, RANGES[1], 7)
 
-    copies = shard_copies(couch(), "onboarding")
+    copies = copies_to_read(couch(), "onboarding")
 
     assert copies is not None
     assert copies[0] in {copy_path("couchdb@b", RANGES[0]), copy_path("couchdb@c", RANGES[0])}
@@ -91,11 +91,15 @@ def test_a_copy_that_does_not_answer_is_passed_over() -> None:
     for node in NODES:
         copy_info(node, RANGES[1], 7)
 
-    copies = shard_copies(couch(), "onboarding")
+    copies = copies_to_read(couch(), "onboarding")
 
     assert copies is not None
     assert copy_path("couchdb@a", RANGES[0]) not in copies
     assert len(copies) == len(RANGES)
+    # a node that failed is not asked again for the next range
+    asked = [c.request.url for c in responses.calls]
+    assert BASE + copy_path("couchdb@a", RANGES[1]) not in asked
+    assert BASE + copy_path("couchdb@b", RANGES[1]) in asked
 
 
 @responses.activate

@@ -64,7 +64,7 @@ def test_on_apache_couchdb_each_shard_range_is_read_from_one_copy(
     count = seed(couch, db)
     ranges = couch.get(f"{db_path(db)}/_shards")["shards"]
 
-    copies = backup_module.shard_copies(couch, db)
+    copies = backup_module.copies_to_read(couch, db)
 
     assert copies is not None
     assert len(copies) == len(ranges)
