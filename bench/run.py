@@ -152,7 +152,13 @@ class Bench:
             raise SystemExit("set COUCHDB_URL (and COUCHDB_ADMIN_USER / COUCHDB_ADMIN_PASSWORD)")
         self.user = os.environ.get("COUCHDB_ADMIN_USER", "admin")
         self.password = os.environ.get("COUCHDB_ADMIN_PASSWORD", "")
-        self.couch = Couch(self.url, (self.user, self.password), timeout=600, retries=2)
+        self.couch = Couch(
+            self.url,
+            (self.user, self.password),
+            timeout=600,
+            retries=2,
+            node_urls=os.environ.get("COUCHDB_NODE_URLS") or None,
+        )
         self.is_couchdb = self.couch.is_apache_couchdb()
         membership = self.couch.request("GET", "/_membership", ok=(200, 404))
         nodes = membership.json().get("cluster_nodes", []) if membership.status_code == 200 else []

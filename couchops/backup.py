@@ -134,7 +134,7 @@ def split_points(couch: Couch, db: str, parts: int) -> list[str]:
     return sorted({ordered[int(step * i)] for i in range(1, parts)})
 
 
-def copies_to_read(couch: Couch, db: str) -> list[str] | None:
+def copies_to_read(couch: Couch, db: str) -> list[tuple[Couch, str]] | None:
     """The node-local paths (``/_node/<node>/<shard>``) of one copy of each of the database's
     shard ranges, or None where the server offers none (not Apache CouchDB 3, not an admin, a
     range with no copy that answers): the clustered ``_all_docs`` is read then.
@@ -144,7 +144,9 @@ def copies_to_read(couch: Couch, db: str) -> list[str] | None:
     (a backup of 60,000 documents on the 3-node cluster: 16.5-19 s of CouchDB CPU instead of
     19.5-22.5 s, couchops/README.md). Of a range's copies, one that has seen the most documents
     (live and deleted) is read, so not one that internal replication has yet to bring up to
-    date; among those, the nodes take turns."""
+    date; among those, the nodes take turns. A copy is read from its node directly where
+    ``COUCHDB_NODE_URLS`` says how to reach it (`Couch.node_client`), else through the URL's
+    node."""
     if not couch.is_apache_couchdb():
         return None
     response = couch.request("GET", f"/_node/_local/_dbs{db_path(db)}", ok=(200, 401, 403, 404))
@@ -157,7 +159,7 @@ def copies_to_read(couch: Couch, db: str) -> list[str] | None:
         return None
     turns: dict[str, int] = {}
     failed: set[str] = set()  # a node that failed once is not asked again (retries take time)
-    chosen: list[str] = []
+    chosen: list[tuple[Couch, str]] = []
     for shard_range, nodes in sorted(by_range.items()):
         seen: dict[str, tuple[int, str]] = {}
         for node in nodes:
@@ -178,7 +180,12 @@ def copies_to_read(couch: Couch, db: str) -> list[str] | None:
             (n for n, (count, _) in seen.items() if count == most), key=lambda n: turns.get(n, 0)
         )
         turns[node] = turns.get(node, 0) + 1
-        chosen.append(seen[node][1])
+        path = seen[node][1]
+        direct = couch.node_client(node)
+        if direct is not None:
+            chosen.append((direct, "/_node/_local/" + path.split("/", 3)[3]))
+        else:
+            chosen.append((couch, path))
     return chosen
 
 
@@ -214,21 +221,21 @@ def _read_range(
         first, skip_first = str(docs[-1]["_id"]), True
 
 
-Range = tuple[str, str | None, str | None]
+Range = tuple[Couch, str, str | None, str | None]
 
 
 def read_ranges(
     couch: Couch, db: str, *, documents: int, page: int, concurrency: int
 ) -> list[Range]:
-    """What to read, as (path, first id, end id): the database's shard copies, one per range,
-    when it holds more than a page and the server offers them, else the clustered database cut
-    into id ranges."""
+    """What to read, as (client, path, first id, end id): the database's shard copies, one per
+    range, when it holds more than a page and the server offers them, else the clustered
+    database cut into id ranges."""
     if documents > page:
         copies = copies_to_read(couch, db)
         if copies:
-            return [(path, None, None) for path in copies]
+            return [(client, path, None, None) for client, path in copies]
     bounds: list[str | None] = [None, *split_points(couch, db, concurrency), None]
-    return [(db_path(db), first, end) for first, end in itertools.pairwise(bounds)]
+    return [(couch, db_path(db), first, end) for first, end in itertools.pairwise(bounds)]
 
 
 def read_database(
@@ -248,10 +255,10 @@ def read_database(
         try:
             while True:
                 try:
-                    path, first, end = todo.get_nowait()
+                    client, path, first, end = todo.get_nowait()
                 except queue.Empty:
                     break
-                for docs in _read_range(couch, path, first, end, page):
+                for docs in _read_range(client, path, first, end, page):
                     pages.put(docs)
             pages.put(None)
         except BaseException as exc:  # handed to the reading thread, which raises it

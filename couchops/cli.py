@@ -207,6 +207,7 @@ def connect(settings: Settings) -> Couch:
         settings.credentials(),
         timeout=settings.http_timeout_seconds,
         retries=settings.http_retries,
+        node_urls=settings.node_urls,
     )
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from couchops.couch import parse_node_urls
 from couchops.errors import SettingsError
 
 MAX_RETENTION_DAYS = 30
@@ -25,6 +26,7 @@ ENV_NAMES: dict[str, str] = {
     "admin_user": "COUCHDB_ADMIN_USER",
     "admin_password": "COUCHDB_ADMIN_PASSWORD",
     "nodes": "COUCHDB_NODES",
+    "node_urls": "COUCHDB_NODE_URLS",
     "database": "COUCHDB_DATABASE",
     "shards": "COUCHDB_SHARDS",
     "replicas": "COUCHDB_REPLICAS",
@@ -64,6 +66,7 @@ class Settings(BaseModel):
     admin_user: SecretStr | None = None
     admin_password: SecretStr | None = None
     nodes: tuple[str, ...] = ()
+    node_urls: str | None = None
     database: str = "onboarding"
     shards: Annotated[int, Field(ge=1, le=64)] = 2
     replicas: Annotated[int, Field(ge=1, le=5)] = 3
@@ -97,6 +100,14 @@ class Settings(BaseModel):
                 "COUCHDB_ADMIN_PASSWORD(_FILE)"
             )
         return value.rstrip("/")
+
+    @field_validator("node_urls")
+    @classmethod
+    def _node_urls(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_node_urls(value)
+        return value.strip()
 
     @field_validator("pushgateway_url")
     @classmethod

@@ -46,8 +46,11 @@ class Server:
     credentials: tuple[str, str]
     kind: str
     nodes: list[str] = field(default_factory=list)
+    node_urls: str | None = None
+    """COUCHDB_NODE_URLS, where each node of the cluster answers directly (optional)."""
 
     def client(self, **kwargs: object) -> Couch:
+        kwargs.setdefault("node_urls", self.node_urls)
         return Couch(self.url, self.credentials, timeout=60, retries=2, **kwargs)  # type: ignore[arg-type]
 
     def require(self, capability: str) -> None:
@@ -74,6 +77,8 @@ class Server:
                 "HTTP_RETRIES": "1",
             }
         )
+        if self.node_urls:
+            env["COUCHDB_NODE_URLS"] = self.node_urls
         return env
 
 
@@ -88,7 +93,7 @@ def _describe(url: str, credentials: tuple[str, str], kind: str) -> Server:
     response = requests.get(f"{url}/_membership", auth=credentials, timeout=10)
     if response.status_code == 200:
         nodes = list(response.json().get("cluster_nodes", []))
-    return Server(url, credentials, kind, nodes)
+    return Server(url, credentials, kind, nodes, os.environ.get("COUCHDB_NODE_URLS") or None)
 
 
 @pytest.fixture(scope="session")

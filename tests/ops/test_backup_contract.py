@@ -23,7 +23,7 @@ import responses
 from responses import matchers
 
 from couchops.backup import copies_to_read, read_database
-from couchops.couch import Couch
+from couchops.couch import Couch, parse_node_urls
 
 pytestmark = pytest.mark.contract
 
@@ -74,8 +74,9 @@ def test_a_copy_that_has_seen_fewer_documents_is_not_read_and_the_nodes_take_tur
     copies = copies_to_read(couch(), "onboarding")
 
     assert copies is not None
-    assert copies[0] in {copy_path("couchdb@b", RANGES[0]), copy_path("couchdb@c", RANGES[0])}
-    assert copies[1] == copy_path("couchdb@a", RANGES[1])
+    paths = [path for _, path in copies]
+    assert paths[0] in {copy_path("couchdb@b", RANGES[0]), copy_path("couchdb@c", RANGES[0])}
+    assert paths[1] == copy_path("couchdb@a", RANGES[1])
 
 
 @responses.activate
@@ -94,7 +95,7 @@ def test_a_copy_that_does_not_answer_is_passed_over() -> None:
     copies = copies_to_read(couch(), "onboarding")
 
     assert copies is not None
-    assert copy_path("couchdb@a", RANGES[0]) not in copies
+    assert copy_path("couchdb@a", RANGES[0]) not in [path for _, path in copies]
     assert len(copies) == len(RANGES)
     # a node that failed is not asked again for the next range
     asked = [c.request.url for c in responses.calls]
@@ -176,3 +177,54 @@ def test_a_database_of_one_page_is_read_in_one_clustered_request() -> None:
     assert [doc["_id"] for page in pages for doc in page] == ["x"]
     assert read.call_count == 1
     assert not any("/_node/" in c.request.url for c in responses.calls)
+
+
+@responses.activate
+def test_a_copy_is_read_from_its_node_directly_when_its_url_answers_as_that_node() -> None:
+    """`GET /_node/_local` answers `{"name": <node>}`: a node URL from COUCHDB_NODE_URLS is
+    used only when the node there is the one named; otherwise the copy is read through the
+    cluster URL's node, as without the setting."""
+    shard_map()
+    for shard_range in RANGES:
+        for node in NODES:
+            copy_info(node, shard_range, 5)
+    direct = {
+        "couchdb@a": "http://couchdb-a.test:5984",
+        "couchdb@b": "http://couchdb-b.test:5984",
+    }
+    responses.get(f"{direct['couchdb@a']}/_node/_local", json={"name": "couchdb@a"})
+    # b's URL reaches another node (a wrong table): not used
+    responses.get(f"{direct['couchdb@b']}/_node/_local", json={"name": "couchdb@c"})
+    spec = ",".join(f"{node}={url}" for node, url in direct.items())
+    client = Couch(BASE, ("admin", "pw"), retries=0, node_urls=spec)
+
+    copies = copies_to_read(client, "onboarding")
+
+    assert copies is not None
+    (first_client, first_path), (second_client, second_path) = copies
+    assert first_client.url == direct["couchdb@a"]
+    assert first_path == "/_node/_local/" + quote(f"shards/{RANGES[0]}/onboarding{SUFFIX}", safe="")
+    assert second_client is client
+    assert second_path == copy_path("couchdb@b", RANGES[1])
+    checks = [c for c in responses.calls if c.request.url.endswith("/_node/_local")]
+    assert len(checks) == 2  # each node's URL checked once
+
+
+@pytest.mark.parametrize(
+    ("spec", "node", "url"),
+    [
+        (
+            "http://{host}:5984",
+            "couchdb@couchdb-0.couchdb.ns.svc.cluster.local",
+            "http://couchdb-0.couchdb.ns.svc.cluster.local:5984",
+        ),
+        (
+            "n1@127.0.0.1=http://127.0.0.1:15984, n2@127.0.0.1=http://127.0.0.1:25984/",
+            "n2@127.0.0.1",
+            "http://127.0.0.1:25984",
+        ),
+        ("n1@127.0.0.1=http://127.0.0.1:15984", "n3@127.0.0.1", None),
+    ],
+)
+def test_node_urls_come_from_a_template_or_a_table(spec: str, node: str, url: str | None) -> None:
+    assert parse_node_urls(spec)(node) == url

@@ -72,6 +72,11 @@ def test_half_set_credentials_are_refused() -> None:
         ({"COUCHDB_DATABASE": "Onboarding"}, "COUCHDB_DATABASE=Onboarding"),
         ({"PURGE_TIMESTAMP_FIELD": "created at"}, "PURGE_TIMESTAMP_FIELD"),
         ({"PUSHGATEWAY_URL": "pushgateway:9091"}, "PUSHGATEWAY_URL"),
+        ({"COUCHDB_NODE_URLS": "{host}:5984"}, "COUCHDB_NODE_URLS=.*not an http"),
+        ({"COUCHDB_NODE_URLS": "http://a:pw@{host}:5984"}, "must not carry credentials"),
+        ({"COUCHDB_NODE_URLS": "couchdb@a http://a:5984"}, "is not <node name>=<url>"),
+        ({"COUCHDB_NODE_URLS": "couchdb@a=ftp://a:5984"}, "not an http"),
+        ({"COUCHDB_NODE_URLS": ","}, "names no node"),
         ({"COUCHDB_ADMIN_PASSWORD": ""}, None),
     ],
 )

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
+from couchops.couch import parse_node_urls
 from tests.unit.harness import Recorded, one
 
 
@@ -41,3 +42,23 @@ def test_verify_drill_never_runs_while_a_backup_may_hold_the_volume(stack: list[
     for _ in range(8):
         run = verifies.get_next(datetime)
         assert not any(begin <= run < end for begin, end in windows), run
+
+
+def test_the_backup_reaches_each_couchdb_pod_by_its_node_name(stack: list[Recorded]) -> None:
+    """couchops reads each shard copy from its own node: COUCHDB_NODE_URLS applied to the
+    Erlang node names of the pods gives their headless-Service DNS names on CouchDB's port."""
+    template = env_of(one(stack, "CronJob", "couchops-backup"))["COUCHDB_NODE_URLS"]
+    setup = one(stack, "Job").spec["template"]["spec"]["containers"][0]
+    nodes = next(e["value"] for e in setup["env"] if e["name"] == "COUCHDB_NODES").split(",")
+    statefulset = one(stack, "StatefulSet", "couchdb")
+    namespace = statefulset.metadata["namespace"]
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in statefulset.spec["template"]["spec"]["containers"][0]["ports"]
+    }
+    node_url = parse_node_urls(template)
+    assert [node_url(n) for n in nodes] == [
+        f"http://couchdb-{i}.{statefulset.spec['serviceName']}.{namespace}.svc.cluster.local:"
+        f"{int(ports['http'])}"
+        for i in range(int(statefulset.spec["replicas"]))
+    ]
