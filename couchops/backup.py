@@ -135,9 +135,10 @@ def split_points(couch: Couch, db: str, parts: int) -> list[str]:
 
 
 def copies_to_read(couch: Couch, db: str) -> list[tuple[Couch, str]] | None:
-    """The node-local paths (``/_node/<node>/<shard>``) of one copy of each of the database's
-    shard ranges, or None where the server offers none (not Apache CouchDB 3, not an admin, a
-    range with no copy that answers): the clustered ``_all_docs`` is read then.
+    """Where to read one copy of each of the database's shard ranges, as (client, node-local
+    path ``/_node/<node>/<shard>``), or None where the server offers none (not Apache CouchDB
+    3, not an admin, a range with no copy that answers): the clustered ``_all_docs`` is read
+    then.
 
     A clustered ``_all_docs`` also reads each range from a single copy, through a coordinator
     that merges every range's rows; asking the copies themselves spares the server that work
