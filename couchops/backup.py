@@ -162,7 +162,7 @@ def copies_to_read(couch: Couch, db: str) -> list[tuple[Couch, str]] | None:
     failed: set[str] = set()  # a node that failed once is not asked again (retries take time)
     chosen: list[tuple[Couch, str]] = []
     for shard_range, nodes in sorted(by_range.items()):
-        seen: dict[str, tuple[int, str]] = {}
+        seen: dict[str, int] = {}  # node -> documents its copy has seen (live and deleted)
         for node in nodes:
             if node in failed:
                 continue
@@ -173,20 +173,13 @@ def copies_to_read(couch: Couch, db: str) -> list[tuple[Couch, str]] | None:
                 logger().warning("backup.copy_unavailable", database=db, copy=path, reason=str(exc))
                 failed.add(node)
                 continue
-            seen[node] = (int(info.get("doc_count", 0)) + int(info.get("doc_del_count", 0)), path)
+            seen[node] = int(info.get("doc_count", 0)) + int(info.get("doc_del_count", 0))
         if not seen:
             return None
-        most = max(count for count, _ in seen.values())
-        node = min(
-            (n for n, (count, _) in seen.items() if count == most), key=lambda n: turns.get(n, 0)
-        )
+        most = max(seen.values())
+        node = min((n for n, count in seen.items() if count == most), key=lambda n: turns.get(n, 0))
         turns[node] = turns.get(node, 0) + 1
-        path = seen[node][1]
-        direct = couch.node_client(node)
-        if direct is not None:
-            chosen.append((direct, "/_node/_local/" + path.split("/", 3)[3]))
-        else:
-            chosen.append((couch, path))
+        chosen.append(couch.copy_location(node, shard_range, db, shard_map))
     return chosen
 
 

@@ -204,6 +204,17 @@ class Couch:
             self._nodes[node] = client
             return client
 
+    def copy_location(
+        self, node: str, shard_range: str, db: str, shard_map: JSON
+    ) -> tuple[Couch, str]:
+        """Where to read `node`'s copy of a shard range: from the node itself when
+        `node_client` connects to it (``/_node/_local/<shard>``), else relayed by the node this
+        client's URL reaches (``/_node/<node>/<shard>``)."""
+        direct = self.node_client(node)
+        if direct is not None:
+            return direct, copy_path("_local", shard_range, db, shard_map)
+        return self, copy_path(node, shard_range, db, shard_map)
+
     def request(
         self,
         method: str,
