@@ -11,8 +11,10 @@ Layout under BACKUP_DIR::
 its files flushed to disk, the manifest written last, then the directory renamed to ``<id>``: a
 run killed midway leaves only a ``.tmp-`` directory, which the next run deletes.
 
-Each line is the document's winning revision in canonical JSON (sorted keys, no spaces), its
-attachments reduced to ``content_type`` and ``data``; its SHA-256 is the document's digest. The
+Each line is the document's winning revision in compact JSON, its keys in the order the server
+keeps them (a Mango index's definition is an object whose key order is the index's field
+order), its attachments reduced to ``content_type`` and ``data``; its SHA-256 is the document's
+digest. The
 manifest records, per database, counts, the compressed file's size and SHA-256, and the
 ``content_sha256`` of the sorted ``id<TAB>digest`` lines, which does not depend on order: the
 same figure computed on a live database tells whether it holds exactly the backed-up content.
@@ -48,7 +50,11 @@ from couchops.errors import CouchError, OpsError, VerificationError
 from couchops.log import logger
 from couchops.timestamps import iso
 
-FORMAT = "couchops-backup/1"
+FORMAT = "couchops-backup/2"
+SORTED_KEYS_FORMAT = "couchops-backup/1"
+"""Earlier backups, their lines written with sorted keys: that lost the field order of each
+Mango index (`views.<name>.map.fields`), which a restore of them puts back from the index's
+definition (`options.def.fields`, a list). Their digests are of the sorted form."""
 MANIFEST = "manifest.json"
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 DESIGN_MARK = b'"_id":"_design/'
@@ -59,8 +65,9 @@ def is_design_line(line: bytes) -> bool:
     return DESIGN_MARK in line and str(jsoncodec.loads(line).get("_id", "")).startswith("_design/")
 
 
-def canonical(doc: JSON) -> bytes:
-    """A document as one canonical JSON line: the stored form and the basis of its digest."""
+def document_line(doc: JSON, *, sort_keys: bool = False) -> bytes:
+    """A document as one backup line: the stored form and the basis of its digest. Its keys
+    stay in the server's order (`sort_keys` for backups of `SORTED_KEYS_FORMAT`)."""
     atts = doc.get("_attachments")
     if atts:
         doc = {
@@ -72,7 +79,23 @@ def canonical(doc: JSON) -> bytes:
         }
     doc.pop("_conflicts", None)
     doc.pop("_revisions", None)
-    return jsoncodec.canonical(doc)
+    return jsoncodec.canonical(doc) if sort_keys else jsoncodec.dumps(doc)
+
+
+def mango_field_order(doc: JSON) -> JSON:
+    """A Mango design document with each index's `map.fields` back in its definition's order
+    (`options.def.fields`), for documents restored from a backup of `SORTED_KEYS_FORMAT`."""
+    if doc.get("language") != "query":
+        return doc
+    for view in (doc.get("views") or {}).values():
+        defined = ((view.get("options") or {}).get("def") or {}).get("fields")
+        fields = (view.get("map") or {}).get("fields")
+        if not isinstance(defined, list) or not isinstance(fields, dict):
+            continue
+        order = [next(iter(f)) if isinstance(f, dict) else str(f) for f in defined]
+        if sorted(order) == sorted(fields):
+            view["map"]["fields"] = {name: fields[name] for name in order}
+    return doc
 
 
 def content_digest(entries: list[tuple[str, str]]) -> str:
@@ -320,7 +343,7 @@ def backup_database(
             ):
                 lines = []
                 for doc in docs:
-                    line = canonical(doc)
+                    line = document_line(doc)
                     lines.append(line)
                     entries.append((str(doc["_id"]), hashlib.sha256(line).hexdigest()))
                     if str(doc["_id"]).startswith("_design/"):
@@ -501,7 +524,7 @@ def load_manifest(path: Path) -> JSON:
         manifest: JSON = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise OpsError(f"{path / MANIFEST} is unreadable: {exc}") from exc
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in (FORMAT, SORTED_KEYS_FORMAT):
         raise OpsError(f"{path / MANIFEST}: unknown format {manifest.get('format')!r}")
     return manifest
 
@@ -593,9 +616,12 @@ def _bulk_write(couch: Couch, db: str, lines: list[bytes]) -> int:
     return len(lines)
 
 
-def _write_file(couch: Couch, target: str, path: Path, *, batch: int, concurrency: int) -> int:
+def _write_file(
+    couch: Couch, target: str, path: Path, *, batch: int, concurrency: int, sorted_keys: bool
+) -> int:
     """Write a backup file's documents in batches, `concurrency` requests in flight, design
-    documents last; answers how many were written."""
+    documents last; answers how many were written. `sorted_keys`: the file is of
+    `SORTED_KEYS_FORMAT`, its Mango indexes get their field order back."""
     window: deque[Future[int]] = deque()
     written = 0
     design: list[bytes] = []
@@ -603,7 +629,8 @@ def _write_file(couch: Couch, target: str, path: Path, *, batch: int, concurrenc
         chunk: list[bytes] = []
         for line in read_lines(path):
             if is_design_line(line):
-                design.append(line)
+                repaired = mango_field_order(jsoncodec.loads(line)) if sorted_keys else None
+                design.append(line if repaired is None else jsoncodec.dumps(repaired))
                 continue
             chunk.append(line)
             if len(chunk) >= batch:
@@ -655,7 +682,12 @@ def restore(
                 params["partitioned"] = True
             couch.request("PUT", db_path(target), params=params, ok=(201, 202))
         written = _write_file(
-            couch, target, backup_path / str(entry["file"]), batch=batch, concurrency=concurrency
+            couch,
+            target,
+            backup_path / str(entry["file"]),
+            batch=batch,
+            concurrency=concurrency,
+            sorted_keys=manifest["format"] == SORTED_KEYS_FORMAT,
         )
         if entry.get("security"):
             couch.put(f"{db_path(target)}/_security", entry["security"])
@@ -680,14 +712,16 @@ def restore(
 
 
 def live_digest(
-    couch: Couch, db: str, *, page: int = 1000, concurrency: int = 4
+    couch: Couch, db: str, *, page: int = 1000, concurrency: int = 4, sort_keys: bool = False
 ) -> tuple[int, str]:
+    """A live database's document count and content digest, as a backup's manifest gives
+    them (`sort_keys` for a backup of `SORTED_KEYS_FORMAT`)."""
     info = couch.db_info(db)
     if info is None:
         raise VerificationError(f"database {db} does not exist")
     documents = int(info.get("doc_count") or 0)
     entries = [
-        (str(doc["_id"]), hashlib.sha256(canonical(doc)).hexdigest())
+        (str(doc["_id"]), hashlib.sha256(document_line(doc, sort_keys=sort_keys)).hexdigest())
         for docs in read_database(
             couch, db, documents=documents, page=page, concurrency=concurrency
         )
@@ -735,11 +769,12 @@ def verify(
                 raise OpsError("a live verification needs a CouchDB connection")
             expected = (entry["documents"], entry["content_sha256"])
             deadline = time.monotonic() + settle_seconds
-            count, digest = live_digest(couch, target)
+            sort_keys = manifest["format"] == SORTED_KEYS_FORMAT
+            count, digest = live_digest(couch, target, sort_keys=sort_keys)
             # A copy that has not caught up with a recent write may answer: re-read, bounded.
             while (count, digest) != expected and time.monotonic() < deadline:
                 time.sleep(1.0)
-                count, digest = live_digest(couch, target)
+                count, digest = live_digest(couch, target, sort_keys=sort_keys)
             if (count, digest) != expected:
                 raise VerificationError(
                     f"{target}: live database holds {count} documents (digest {digest[:12]}…), "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -16,8 +17,10 @@ import pytest
 from couchops import backup as backup_module
 from couchops.backup import (
     MANIFEST,
+    SORTED_KEYS_FORMAT,
     apply_retention,
     backup,
+    content_digest,
     list_backups,
     resolve_backup,
     restore,
@@ -110,6 +113,86 @@ def test_backup_restore_round_trip_keeps_documents_and_attachments_byte_identica
         assert restored == data
         original = couch.get(doc_path(source, doc_id))
         assert couch.get(doc_path(target, doc_id))["_rev"] == original["_rev"]
+    verify(result.path, couch=couch, mapping={source: target}, live=True)
+
+
+def seed_ordered(couch: Couch, db: str) -> None:
+    """A document whose keys are not in sorted order, and a Mango index on two fields whose
+    order is not sorted either (the index's definition is an object: its key order is the
+    index's field order)."""
+    couch.put(doc_path(db, "ordered"), {"zeta": 1, "alpha": {"y": 1, "b": 2}, "mid": [3]})
+    couch.post(
+        f"{db_path(db)}/_index",
+        {"index": {"fields": ["step", "createdAt"]}, "ddoc": "by-step", "name": "by-step"},
+    )
+
+
+def key_orders(couch: Couch, db: str) -> tuple[list[str], list[str], list[str]]:
+    """Key orders as the server returns them: the document's, its nested object's, and the
+    Mango index's `map.fields` in its design document (where a server puts `_id` and `_rev`
+    is its own: CouchDB first, pouchdb-server last)."""
+    doc = json.loads(couch.request("GET", doc_path(db, "ordered")).text)
+    ddoc = json.loads(couch.request("GET", doc_path(db, "_design/by-step")).text)
+    own = [key for key in doc if not key.startswith("_")]
+    return own, list(doc["alpha"]), list(ddoc["views"]["by-step"]["map"]["fields"])
+
+
+def index_fields_on(couch: Couch, db: str) -> list[list[str]]:
+    return [
+        [next(iter(f)) for f in ix["def"]["fields"]]
+        for ix in couch.get(f"{db_path(db)}/_index")["indexes"]
+        if ix["name"] == "by-step"
+    ]
+
+
+def test_key_order_and_a_mango_index_field_order_survive_backup_and_restore(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    source = make_db()
+    seed_ordered(couch, source)
+    original = key_orders(couch, source)
+    assert original == (["zeta", "alpha", "mid"], ["y", "b"], ["step", "createdAt"])
+
+    result = backup(couch, tmp_path, retention_days=30, databases=[source])
+    target = make_db(create=False)
+    restore(couch, result.path, mapping={source: target})
+
+    assert key_orders(couch, target) == original
+    assert index_fields_on(couch, target) == [["step", "createdAt"]]
+    verify(result.path, couch=couch, mapping={source: target}, live=True)
+
+
+def test_a_backup_of_the_sorted_keys_format_restores_each_mango_index_in_its_field_order(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    """Backups written before format 2 sorted every document's keys, which turned the index
+    on [step, createdAt] into one on [createdAt, step] when restored."""
+    source = make_db()
+    seed_ordered(couch, source)
+    result = backup(couch, tmp_path, retention_days=30, databases=[source])
+    # The same backup as the earlier code wrote it: sorted keys, digests of that form.
+    manifest = json.loads((result.path / MANIFEST).read_text())
+    entry = manifest["databases"][0]
+    data_file = result.path / entry["file"]
+    lines = [
+        json.dumps(json.loads(line), sort_keys=True, separators=(",", ":")).encode()
+        for line in gzip.decompress(data_file.read_bytes()).splitlines()
+    ]
+    data_file.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    entry["file_sha256"] = hashlib.sha256(data_file.read_bytes()).hexdigest()
+    entry["file_bytes"] = data_file.stat().st_size
+    entry["content_sha256"] = content_digest(
+        [(json.loads(line)["_id"], hashlib.sha256(line).hexdigest()) for line in lines]
+    )
+    manifest["format"] = SORTED_KEYS_FORMAT
+    (result.path / MANIFEST).write_text(json.dumps(manifest))
+    verify(result.path, couch=couch, live=True)
+
+    target = make_db(create=False)
+    restore(couch, result.path, mapping={source: target})
+
+    assert key_orders(couch, target)[2] == ["step", "createdAt"]
+    assert index_fields_on(couch, target) == [["step", "createdAt"]]
     verify(result.path, couch=couch, mapping={source: target}, live=True)
 
 
