@@ -16,7 +16,7 @@ from pulumi_kubernetes.core.v1 import (
 )
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
-from components.couchdb_config import HTTP_PORT
+from components.couchdb_config import NODE_URLS
 from components.labels import standard_labels
 from components.ops_job import OpsJobTemplate, Schedule, ops_cron_job
 
@@ -80,7 +80,7 @@ class Backups(pulumi.ComponentResource):
             "BACKUP_RETENTION_DAYS": str(args.retention_days),
             # Each shard copy read from its own pod (by the headless Service's DNS name, which
             # is the host part of the pod's Erlang node name), not relayed by another node.
-            "COUCHDB_NODE_URLS": f"http://{{host}}:{HTTP_PORT}",
+            "COUCHDB_NODE_URLS": NODE_URLS,
         }
 
         self.backup_job = ops_cron_job(

@@ -19,6 +19,9 @@ HTTP_PORT = 5984
 EPMD_PORT = 4369
 DIST_PORT = 9100
 METRICS_PORT = 17986
+NODE_URLS = f"http://{{host}}:{HTTP_PORT}"
+"""couchops' COUCHDB_NODE_URLS: each CouchDB pod by its headless-Service DNS name, the host part
+of its Erlang node name, so jobs read shard copies from their own node, not relayed."""
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,45 @@ def test_each_source_is_read_from_one_copy_the_nodes_taking_turns() -> None:
 
 
 @responses.activate
+def test_with_node_urls_a_source_is_read_from_its_copy_s_node_directly() -> None:
+    """COUCHDB_NODE_URLS: a copy is read at its own node (`/_node/_local/...`, the node's URL
+    checked with `GET /_node/_local`) instead of being relayed by the cluster URL's node."""
+    user = "ana@example.fr"
+    source = userdb_name(user)
+    node, url = "couchdb@a", "http://couchdb-a.test:5984"
+    responses.get(f"{BASE}/", json={"couchdb": "Welcome", "version": "3.5.2"})
+    responses.get(
+        f"{BASE}/onboarding", json={"db_name": "onboarding", "props": {"partitioned": True}}
+    )
+    shard_map = {
+        "_id": source,
+        "shard_suffix": [ord(c) for c in ".1796181406"],
+        "by_range": {"00000000-ffffffff": [node]},
+    }
+    responses.get(
+        f"{BASE}/_node/_local/_dbs/_all_docs",
+        json={"rows": [{"id": source, "doc": shard_map}]},
+    )
+    responses.get(f"{url}/_node/_local", json={"name": node})
+    shard = quote(f"shards/00000000-ffffffff/{source}.1796181406", safe="")
+    rows = {"rows": [{"id": "profile", "doc": {"_id": "profile", "_rev": "1-a"}}]}
+    direct = responses.get(f"{url}/_node/_local/{shard}/_all_docs", json=rows)
+    relayed = responses.get(f"{BASE}/_node/{node}/{shard}/_all_docs", json=rows)
+    responses.post(f"{BASE}/onboarding/_bulk_docs", status=201, json=[])
+    new_id = f"{partition_key(user, b'k')}:profile"
+    responses.get(
+        f"{BASE}/onboarding/_all_docs",
+        json={"rows": [{"id": new_id, "key": new_id, "value": {"rev": "1-a"}}]},
+    )
+    client = Couch(BASE, ("admin", "pw"), retries=0, node_urls=f"{node}={url}")
+
+    stats = consolidate(client, "onboarding", b"k", only=[source])
+
+    assert (direct.call_count, relayed.call_count) == (1, 0)
+    assert stats.sources_verified == 1 and not stats.failures
+
+
+@responses.activate
 def test_a_target_that_is_not_partitioned_is_refused() -> None:
     responses.get(f"{BASE}/onboarding", json={"db_name": "onboarding", "props": {}})
     with pytest.raises(OpsError, match="is not partitioned"):

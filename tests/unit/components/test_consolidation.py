@@ -27,6 +27,13 @@ def test_enabled_migration_runs_couchops_with_the_shared_partition_key() -> None
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert container["args"] == ["consolidate", "--concurrency", "4"]
     assert env["COUCHDB_DATABASE"] == settings["couchdb"]["database"]
+    # Sources read from each copy's own pod, as the backup does (test_backups checks that
+    # this template gives the pods' DNS names).
+    backup = one(resources, "CronJob", "couchops-backup").spec["jobTemplate"]["spec"]
+    backup_env = {
+        e["name"]: e.get("value") for e in backup["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["COUCHDB_NODE_URLS"] == backup_env["COUCHDB_NODE_URLS"] == "http://{host}:5984"
     key_file = env["USER_PARTITION_SECRET_FILE"]
     volume = next(v for v in pod["volumes"] if v["name"] == "couchdb-app")
     assert volume["secret"]["secretName"] == "couchdb-app"
