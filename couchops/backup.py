@@ -14,10 +14,10 @@ run killed midway leaves only a ``.tmp-`` directory, which the next run deletes.
 Each line is the document's winning revision in compact JSON, its keys in the order the server
 keeps them (a Mango index's definition is an object whose key order is the index's field
 order), its attachments reduced to ``content_type`` and ``data``; its SHA-256 is the document's
-digest. The
-manifest records, per database, counts, the compressed file's size and SHA-256, and the
-``content_sha256`` of the sorted ``id<TAB>digest`` lines, which does not depend on order: the
-same figure computed on a live database tells whether it holds exactly the backed-up content.
+digest. The manifest records, per database, counts, the compressed file's size and SHA-256,
+and the ``content_sha256`` of the sorted ``id<TAB>digest`` lines, which does not depend on
+order: the same figure computed on a live database tells whether it holds exactly the
+backed-up content.
 """
 
 from __future__ import annotations
