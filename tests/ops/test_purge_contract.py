@@ -298,3 +298,28 @@ def test_view_rows_of_another_shape_send_the_purge_to_find(fake: FakeCouch) -> N
     assert len(fake.view_reads) == 1  # the first answer sent every later read to _find
     reads = [f["fields"] for f in fake.requests_to("/_find") if f.get("update") is False]
     assert reads[0] == ["_id", "_rev", "createdAt"]
+
+
+@pytest.mark.parametrize("fake", [(True, True)], ids=["through-index-views"], indirect=True)
+def test_index_views_are_read_page_by_page_from_the_last_key_and_id(
+    fake: FakeCouch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each page of a view starts at the key and id of the first row the page before did not
+    return (`limit` one above the page), so no row is read twice or skipped."""
+    monkeypatch.setattr("couchops.purge.VIEW_PAGE", 2)
+    db = fake.new_db("onboarding")
+    same = days_ago(40)
+    for n in range(5):
+        db.put(onboarding_doc(f"p{n}:old", same), rev=f"1-{n}")
+    db.put(onboarding_doc("p9:new", days_ago(1)))
+
+    stats = purge(client(), options())
+
+    assert sorted(db.docs) == ["p9:new"]
+    assert stats.documents_purged == 5
+    first_round = [q for ddoc, q in fake.view_reads if ddoc == "couchops-by-createdAt"][:3]
+    assert [(q.get("startkey"), q.get("startkey_docid"), q["limit"]) for q in first_round] == [
+        (None, None, "3"),
+        (json.dumps([same, "1-2"], separators=(",", ":")), "p2:old", "3"),
+        (json.dumps([same, "1-4"], separators=(",", ":")), "p4:old", "3"),
+    ]
