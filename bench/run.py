@@ -389,6 +389,21 @@ class Bench:
         )
 
     # --- purge ---------------------------------------------------------------------------
+    def check_purge_indexes(self, db: str) -> None:
+        """The restored copy has the purge's indexes as defined (field order included), so the
+        purge reads through them as in production: a backup that sorted keys once reordered
+        them, and the purge scanned everything unnoticed."""
+        have = {
+            ix["name"]: [next(iter(f)) for f in ix["def"]["fields"]]
+            for ix in self.couch.get(f"{db_path(db)}/_index")["indexes"]
+        }
+        for spec in purge_index_specs("createdAt", partitioned=True):
+            if have.get(spec["name"]) != spec["index"]["fields"]:
+                raise SystemExit(
+                    f"{db}: index {spec['name']} is {have.get(spec['name'])}, the purge's is "
+                    f"{spec['index']['fields']}: the purge would scan instead of reading it"
+                )
+
     def purges(self) -> None:
         if not self.is_couchdb:
             self.report("purge", "skipped: the server has no _purge (pouchdb-server)")
@@ -405,6 +420,7 @@ class Bench:
             )
             self.couch.put(f"{db_path(copy)}/_purged_infos_limit", 100_000)
             refresh_indexes(self.couch, copy, partitioned=True)
+            self.check_purge_indexes(copy)
         # Read from the seeded database, long settled: a copy just restored may answer from a
         # shard copy that internal replication has not completed yet.
         cutoff = iso(datetime.now(UTC) - timedelta(days=30))
