@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from couchops import jsoncodec
-from couchops.couch import JSON, Couch, copy_path, db_path
+from couchops.couch import JSON, Couch, copy_path, db_path, mango_field_names
 from couchops.errors import CouchError, OpsError, VerificationError
 from couchops.log import logger
 from couchops.timestamps import iso
@@ -92,7 +92,7 @@ def mango_field_order(doc: JSON) -> JSON:
         fields = (view.get("map") or {}).get("fields")
         if not isinstance(defined, list) or not isinstance(fields, dict):
             continue
-        order = [next(iter(f)) if isinstance(f, dict) else str(f) for f in defined]
+        order = mango_field_names(defined)
         if sorted(order) == sorted(fields):
             view["map"]["fields"] = {name: fields[name] for name in order}
     return doc

@@ -54,6 +54,12 @@ def copy_path(node: str, shard_range: str, db: str, shard_map: JSON) -> str:
     return f"/_node/{quote(node, safe='@')}/" + quote(f"shards/{shard_range}/{db}{suffix}", safe="")
 
 
+def mango_field_names(fields: list[Any]) -> list[str]:
+    """The field names of a Mango index definition's `fields`, given as names or as
+    `{name: direction}` objects."""
+    return [next(iter(f)) if isinstance(f, dict) else str(f) for f in fields]
+
+
 _NODE = re.compile(r"^[A-Za-z0-9_.-]+@([A-Za-z0-9_.-]+)$")
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from couchops.couch import JSON, Couch, db_path, shard_copies
+from couchops.couch import JSON, Couch, db_path, mango_field_names, shard_copies
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
 from couchops.timestamps import FUTURE_TOLERANCE, ISO_PATTERN, iso, parse_timestamp
@@ -299,8 +299,29 @@ def decide(
 
 def index_fields(index: JSON) -> list[str]:
     """The field names of an index as `GET /{db}/_index` describes it."""
-    fields = (index.get("def") or {}).get("fields") or []
-    return [next(iter(f)) if isinstance(f, dict) else str(f) for f in fields]
+    return mango_field_names((index.get("def") or {}).get("fields") or [])
+
+
+def purge_indexes(
+    couch: Couch, db: str, timestamp_field: str
+) -> tuple[list[str], list[str]] | None:
+    """The two purge indexes ([design document, name] each), when the database has both as
+    `purge_index_specs` defines them, field order included (Apache CouchDB only); else None,
+    and a purge scans every document."""
+    if not couch.is_apache_couchdb():
+        return None
+    have = {
+        (str(ix.get("ddoc")), str(ix.get("name"))): index_fields(ix)
+        for ix in couch.get(f"{db_path(db)}/_index").get("indexes", [])
+    }
+    specs = purge_index_specs(timestamp_field, False)
+    wanted = [[f"_design/{spec['ddoc']}", str(spec["name"])] for spec in specs]
+    if all(
+        have.get((ddoc, name)) == spec["index"]["fields"]
+        for (ddoc, name), spec in zip(wanted, specs, strict=True)
+    ):
+        return wanted[0], wanted[1]
+    return None
 
 
 def leaves(couch: Couch, db: str, doc_ids: list[str]) -> dict[str, list[str]]:
@@ -502,26 +523,13 @@ class _DatabasePurge:
         return Candidate(doc_id, revs, "leaves left by its purge", cand.timestamp, counted=False)
 
     def _purge_indexes(self) -> tuple[list[str], list[str]] | None:
-        """The two purge indexes, when the database has both as `purge_index_specs` defines
-        them (Apache CouchDB only)."""
-        if not self.couch.is_apache_couchdb():
-            return None
-        have = {
-            (str(ix.get("ddoc")), str(ix.get("name"))): index_fields(ix)
-            for ix in self.couch.get(f"{db_path(self.db)}/_index").get("indexes", [])
-        }
-        specs = purge_index_specs(self.options.timestamp_field, False)
-        wanted = [[f"_design/{spec['ddoc']}", str(spec["name"])] for spec in specs]
-        if all(
-            have.get((ddoc, name)) == spec["index"]["fields"]
-            for (ddoc, name), spec in zip(wanted, specs, strict=True)
-        ):
-            return wanted[0], wanted[1]
-        self.log.info(
-            "purge.full_scan",
-            reason="the purge indexes are missing or outdated: run cluster-setup",
-        )
-        return None
+        indexes = purge_indexes(self.couch, self.db, self.options.timestamp_field)
+        if indexes is None and self.couch.is_apache_couchdb():
+            self.log.info(
+                "purge.full_scan",
+                reason="the purge indexes are missing or outdated: run cluster-setup",
+            )
+        return indexes
 
     def _find(self, selector: JSON, index: list[str], fields: list[str]) -> Iterator[JSON]:
         """Index rows matching a selector (id, winning revision and the fields asked, all in
