@@ -63,12 +63,14 @@ def mango_field_names(fields: list[Any]) -> list[str]:
 _NODE = re.compile(r"^[A-Za-z0-9_.-]+@([A-Za-z0-9_.-]+)$")
 
 
-def _check_url(url: str) -> str:
+def check_http_url(url: str) -> str:
+    """An http(s) URL with a host and without credentials, its trailing slash dropped; else
+    ValueError (whose message does not repeat the URL: it may hold a password)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL")
+        raise ValueError("is not an http(s) URL")
     if parts.username or parts.password:
-        raise ValueError(f"{url!r} must not carry credentials")
+        raise ValueError("must not carry credentials")
     return url.rstrip("/")
 
 
@@ -79,7 +81,10 @@ def parse_node_urls(spec: str) -> Callable[[str], str | None]:
     ``<node name>=<url>``. Raises ValueError on a malformed spec."""
     spec = spec.strip()
     if "{host}" in spec:
-        _check_url(spec.replace("{host}", "node.example"))
+        try:
+            check_http_url(spec.replace("{host}", "node.example"))
+        except ValueError as exc:
+            raise ValueError(f"the template {exc}") from None
 
         def from_template(node: str) -> str | None:
             match = _NODE.match(node)
@@ -93,7 +98,10 @@ def parse_node_urls(spec: str) -> Callable[[str], str | None]:
             raise ValueError(
                 f"{item!r} is not <node name>=<url> (or give a template with {{host}})"
             )
-        table[node.strip()] = _check_url(url.strip())
+        try:
+            table[node.strip()] = check_http_url(url.strip())
+        except ValueError as exc:
+            raise ValueError(f"the URL of {node.strip()} {exc}") from None
     if not table:
         raise ValueError("names no node")
     return table.get

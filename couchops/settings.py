@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from couchops.couch import parse_node_urls
+from couchops.couch import check_http_url, parse_node_urls
 from couchops.errors import SettingsError
 
 MAX_RETENTION_DAYS = 30
@@ -49,6 +49,7 @@ ENV_NAMES: dict[str, str] = {
     "http_retries": "HTTP_RETRIES",
 }
 
+_URL_CREDENTIALS = re.compile(r"://[^/@\s,]*@")
 SECRET_FIELDS = frozenset(
     {"admin_user", "admin_password", "app_user", "app_password", "user_partition_secret"}
 )
@@ -91,15 +92,13 @@ class Settings(BaseModel):
     @field_validator("couchdb_url")
     @classmethod
     def _url_without_credentials(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as http://couchdb:5984")
-        if parts.username or parts.password:
+        try:
+            return check_http_url(value)
+        except ValueError as exc:
             raise ValueError(
-                "must not carry credentials: use COUCHDB_ADMIN_USER(_FILE) and "
-                "COUCHDB_ADMIN_PASSWORD(_FILE)"
-            )
-        return value.rstrip("/")
+                f"{exc} (such as http://couchdb:5984; the credentials go in "
+                "COUCHDB_ADMIN_USER(_FILE) and COUCHDB_ADMIN_PASSWORD(_FILE))"
+            ) from None
 
     @field_validator("node_urls")
     @classmethod
@@ -168,6 +167,11 @@ def read_secret_file(label: str, path: str) -> str:
     return value
 
 
+def _without_credentials(value: object) -> object:
+    """A setting as an error message may show it: credentials in URLs masked."""
+    return _URL_CREDENTIALS.sub("://<credentials>@", value) if isinstance(value, str) else value
+
+
 def load_settings(
     environ: Mapping[str, str],
     overrides: Mapping[str, Any] | None = None,
@@ -198,7 +202,7 @@ def load_settings(
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         name = origin.get(field, ENV_NAMES.get(field, field))
-        shown = "<secret>" if field in SECRET_FIELDS else raw.get(field)
+        shown = "<secret>" if field in SECRET_FIELDS else _without_credentials(raw.get(field))
         message = str(first["msg"]).removeprefix("Value error, ")
         if field.endswith("retention_days"):
             message += f" (GDPR: a retention is 1 to {MAX_RETENTION_DAYS} days)"

@@ -90,6 +90,21 @@ def test_bad_settings_name_the_variable_and_the_rule(
         load_settings(env)
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"COUCHDB_URL": "http://admin:pw-s3cret@couchdb:5984"},
+        {"COUCHDB_NODE_URLS": "http://a:pw-s3cret@{host}:5984"},
+        {"COUCHDB_NODE_URLS": "couchdb@a=http://a:pw-s3cret@a:5984"},
+    ],
+)
+def test_a_url_with_credentials_is_refused_without_showing_them(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="must not carry credentials") as refused:
+        load_settings(env)
+    assert "pw-s3cret" not in str(refused.value)
+    assert "<credentials>@" in str(refused.value)
+
+
 def test_nodes_are_a_comma_list_and_an_empty_pushgateway_means_none() -> None:
     s = load_settings({"COUCHDB_NODES": "couchdb@a.svc, couchdb@b.svc,", "PUSHGATEWAY_URL": ""})
     assert s.nodes == ("couchdb@a.svc", "couchdb@b.svc")
