@@ -228,7 +228,9 @@ def test_restore_recreates_a_partitioned_database(tmp_path: Path) -> None:
 @responses.activate
 def test_restore_writes_design_documents_after_every_other_document(tmp_path: Path) -> None:
     """CouchDB starts building an index as soon as its design document exists: written first,
-    the index would be updated beside every batch of the restore."""
+    the index would be updated beside every batch of the restore, and written before the
+    database counts the other documents, its build would compete with the copies catching up.
+    Every copy confirms each batch (`w=n`), so none falls behind."""
     lines = [
         b'{"_id":"a","_rev":"1-a"}',
         b'{"_id":"_design/by-date","_rev":"1-d","views":{}}',
@@ -254,9 +256,24 @@ def test_restore_writes_design_documents_after_every_other_document(tmp_path: Pa
         responses.get(f"{BASE}/onboarding", status=404, json={"error": "not_found"})
     responses.put(f"{BASE}/onboarding", status=201, json={"ok": True})
     bulk = responses.post(f"{BASE}/onboarding/_bulk_docs", status=201, json=[])
-    responses.get(f"{BASE}/onboarding", json={"doc_count": len(lines)})
+    # Created with three copies; then a copy behind at first, every other document, all.
+    responses.get(f"{BASE}/onboarding", json={"doc_count": 0, "cluster": {"q": 2, "n": 3}})
+    for count in (2, 3, 5):
+        responses.get(f"{BASE}/onboarding", json={"doc_count": count})
 
-    restore(couch(), tmp_path, batch=2, concurrency=1)
+    restore(couch(), tmp_path, batch=2, concurrency=1, sleep=lambda _: None)
 
     batches = [[d["_id"] for d in json.loads(c.request.body)["docs"]] for c in bulk.calls]
     assert batches == [["a", "b"], ["c"], ["_design/by-date", "_design/with-files"]]
+    requests = [
+        (c.request.method, c.request.path_url.split("?")[0].rsplit("/", 1)[-1])
+        for c in responses.calls
+    ]
+    assert {c.request.params.get("w") for c in bulk.calls} == {"3"}  # every copy confirms
+    assert requests[-5:] == [
+        ("POST", "_bulk_docs"),
+        ("GET", "onboarding"),
+        ("GET", "onboarding"),
+        ("POST", "_bulk_docs"),
+        ("GET", "onboarding"),
+    ]
