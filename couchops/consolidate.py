@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from couchops import jsoncodec
-from couchops.couch import JSON, Couch, db_path, doc_path
+from couchops.couch import JSON, Couch, db_path, doc_path, shard_copies
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
 from couchops.partition import USERDB_PREFIX, consolidated_id, partition_key, user_from_userdb
@@ -158,8 +158,12 @@ def _conflict_leaves(couch: Couch, db: str, doc_id: str, revs: list[str]) -> lis
     return [item["ok"] for item in answer if isinstance(item, dict) and "ok" in item]
 
 
-def _write(couch: Couch, target: str, docs: list[JSON]) -> dict[str, str]:
-    """Write with revision ids kept; answers {id: error} for refused documents."""
+def _write(
+    couch: Couch, target: str, docs: list[JSON], copies: int | None = None
+) -> dict[str, str]:
+    """Write with revision ids kept; answers {id: error} for refused documents. With `copies`
+    (the target's `n`), every copy confirms (`w=n`), so none falls behind the others while
+    the groups' writes go on, and the verification finds the documents at once."""
     refused: dict[str, str] = {}
     for start in range(0, len(docs), WRITE_BATCH):
         chunk = docs[start : start + WRITE_BATCH]
@@ -168,6 +172,7 @@ def _write(couch: Couch, target: str, docs: list[JSON]) -> dict[str, str]:
             "POST",
             f"{db_path(target)}/_bulk_docs",
             data=body,
+            params={"w": copies} if copies else None,
             headers={"Content-Type": "application/json"},
             ok=(201, 202),
         )
@@ -201,6 +206,7 @@ def _process_group(
     target: str,
     group: list[_Source],
     *,
+    copies: int | None,
     delete_sources: bool,
     verify_timeout: float,
     sleep: Callable[[float], None],
@@ -220,7 +226,7 @@ def _process_group(
             raise
         sources.append(source)
         stats.sources += 1
-    refused = _write(couch, target, docs) if docs else {}
+    refused = _write(couch, target, docs, copies) if docs else {}
     stats.documents_copied += len(docs)
     expected = {new_id for s in sources for new_id in s.expected}
     first, last = group[0].partition, group[-1].partition
@@ -320,6 +326,7 @@ def consolidate(
                     couch,
                     target,
                     sources[start : start + group_size],
+                    copies=shard_copies(info),
                     delete_sources=delete_sources,
                     verify_timeout=verify_timeout,
                     sleep=sleep,

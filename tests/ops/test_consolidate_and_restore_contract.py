@@ -90,14 +90,16 @@ def test_conflicting_leaves_are_read_with_open_revs_and_written_beside_the_winne
 def test_each_source_is_read_from_one_copy_the_nodes_taking_turns() -> None:
     """CouchDB 3's node-local `_dbs` holds each database's shard map (`by_range`,
     `shard_suffix`); `/_node/{node}/shards%2F{range}%2F{db}{suffix}/_all_docs` reads one copy.
-    A copy that fails is passed over for the clustered database."""
+    A copy that fails is passed over for the clustered database. The target's three copies
+    (`cluster.n`) each confirm the writes (`w=3`)."""
     nodes = ["couchdb@a", "couchdb@b", "couchdb@c"]
     users = ["ana@example.fr", "bo@example.fr", "cy@example.fr"]
     users.sort(key=lambda u: partition_key(u, b"k"))  # the order sources are taken in
     sources = [userdb_name(u) for u in users]
     responses.get(f"{BASE}/", json={"couchdb": "Welcome", "version": "3.5.2"})
     responses.get(
-        f"{BASE}/onboarding", json={"db_name": "onboarding", "props": {"partitioned": True}}
+        f"{BASE}/onboarding",
+        json={"db_name": "onboarding", "props": {"partitioned": True}, "cluster": {"n": 3}},
     )
     maps = [
         {
@@ -141,6 +143,7 @@ def test_each_source_is_read_from_one_copy_the_nodes_taking_turns() -> None:
     )
     sent = json.loads(bulk.calls[0].request.body)["docs"]
     assert sorted(d["_id"] for d in sent) == sorted(new_ids)
+    assert bulk.calls[0].request.params.get("w") == "3"
     assert stats.sources_verified == 3 and not stats.failures
 
 
