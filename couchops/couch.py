@@ -7,9 +7,11 @@ connection error, a timeout or a 429/5xx answer.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -52,6 +54,60 @@ def copy_path(node: str, shard_range: str, db: str, shard_map: JSON) -> str:
     codes)."""
     suffix = "".join(chr(code) for code in shard_map["shard_suffix"])
     return f"/_node/{quote(node, safe='@')}/" + quote(f"shards/{shard_range}/{db}{suffix}", safe="")
+
+
+def shard_hash(doc_id: str, partitioned: bool) -> int:
+    """Where CouchDB places a document by default: the CRC-32 of its id (`mem3_hash:crc32`),
+    or in a partitioned database of the id's partition (`couch_partition:hash`; ids that
+    begin with `_`, such as design documents, hash whole). The shard range holding the value
+    holds the document."""
+    key = doc_id
+    if partitioned and not doc_id.startswith("_"):
+        key = doc_id.partition(":")[0]
+    return zlib.crc32(key.encode())
+
+
+def shard_locator(couch: Couch, db: str, partitioned: bool) -> Callable[[str], int] | None:
+    """A function giving the shard range a document id of `db` falls in (its rank in range
+    order), or None: a database of one range, a server that does not list its ranges
+    (`GET /{db}/_shards`, CouchDB 2 and later), or one that places ids otherwise than
+    `shard_hash` says, checked with `GET /{db}/_shards/{id}` for a probe id in each of up to
+    four ranges (the ids need not exist). A wrong answer could only cost speed: it orders
+    requests, it decides nothing (and a refused or failed question answers None)."""
+    try:
+        return _shard_locator(couch, db, partitioned)
+    except CouchError as exc:
+        logger().info("couch.shard_placement_unknown", database=db, reason=str(exc))
+        return None
+
+
+def _shard_locator(couch: Couch, db: str, partitioned: bool) -> Callable[[str], int] | None:
+    response = couch.request("GET", f"{db_path(db)}/_shards", ok=(200, 400, 404))
+    shards = response.json().get("shards") if response.status_code == 200 else None
+    if not isinstance(shards, dict) or len(shards) < 2:
+        return None
+    try:
+        ranges = sorted(
+            (int(lo, 16), int(hi, 16), name) for name in shards for lo, hi in [str(name).split("-")]
+        )
+    except ValueError:
+        return None
+    starts = [lo for lo, _, _ in ranges]
+
+    def locate(doc_id: str) -> int:
+        return bisect.bisect_right(starts, shard_hash(doc_id, partitioned)) - 1
+
+    probes: dict[int, str] = {}
+    for n in range(256):
+        probes.setdefault(locate(f"couchops-probe-{n}:x"), f"couchops-probe-{n}:x")
+    for place, probe in list(probes.items())[:4]:
+        answer = couch.request(
+            "GET", f"{db_path(db)}/_shards/{quote(probe, safe='')}", ok=(200, 400, 404)
+        )
+        if answer.status_code != 200 or answer.json().get("range") != ranges[place][2]:
+            logger().info("couch.shard_placement_unknown", database=db, probe=probe)
+            return None
+    return locate
 
 
 def mango_field_names(fields: list[Any]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -59,6 +60,21 @@ class FakeDb:
     changes: dict[str, int] = field(default_factory=dict)
     partitioned: bool = True
     indexes: list[dict[str, Any]] = field(default_factory=list)
+    q: int | None = None
+    """Shard ranges listed by `GET /{db}/_shards` (None: answered 404, as pouchdb-server)."""
+    shards_refused: bool = False
+    """`GET /{db}/_shards` answered 403 (a reader without the right to see them)."""
+
+    def shard_ranges(self) -> list[str]:
+        step = 2**32 // (self.q or 1)
+        return [f"{k * step:08x}-{(k + 1) * step - 1:08x}" for k in range(self.q or 1)]
+
+    def shard_of(self, doc_id: str) -> str:
+        """As Apache CouchDB 3 places ids: the CRC-32 of the id, or of its partition in a
+        partitioned database (`mem3_hash:crc32`, `couch_partition:hash`)."""
+        key = doc_id.partition(":")[0] if self.partitioned and doc_id[0] != "_" else doc_id
+        value = zlib.crc32(key.encode())
+        return next(r for r in self.shard_ranges() if int(r[9:], 16) >= value)
 
     def put(self, doc: dict[str, Any], rev: str | None = None, deleted: bool = False) -> str:
         doc_id = doc["_id"]
@@ -138,6 +154,12 @@ class FakeCouch:
             return 200, self._changes(db, query)
         if action == "_purge":
             return self._purge(db, body)
+        if action == "_shards" and db.shards_refused:
+            return 403, {"error": "forbidden", "reason": "You are not allowed to access this db."}
+        if action == "_shards" and db.q:
+            if len(parts) == 2:
+                return 200, {"shards": {r: ["couchdb@a", "couchdb@b"] for r in db.shard_ranges()}}
+            return 200, {"range": db.shard_of("/".join(parts[2:])), "nodes": ["couchdb@a"]}
         if action == "_purged_infos_limit":
             return 200, 1000
         if action == "_all_docs":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -20,7 +21,7 @@ import responses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from couchops.couch import Couch
+from couchops.couch import Couch, shard_hash, shard_locator
 from couchops.purge import LEDGER_ID, Candidate, PurgeOptions, batches, in_id_order, purge
 from tests.ops.fake_couch import BASE, FakeCouch, FakeDb  # noqa: F401
 from tests.ops.helpers import NOW, days_ago, onboarding_doc
@@ -281,6 +282,68 @@ def test_candidates_are_purged_in_id_order_chunk_by_chunk() -> None:
     chunks = [out[k : k + 300] for k in range(0, 1000, 300)]
     assert all(chunk == sorted(chunk) for chunk in chunks)
     assert chunks[0] == sorted(ids[:300])
+
+
+# Answers of `GET /{db}/_shards/{id}` from Apache CouchDB 3.5.2, databases of q=8.
+PLACED = [
+    (False, "ana", "60000000-7fffffff"),
+    (False, "profile", "80000000-9fffffff"),
+    (False, "u1:profile", "c0000000-dfffffff"),
+    (False, "bo@example.fr", "80000000-9fffffff"),
+    (False, "é-ü", "40000000-5fffffff"),
+    (True, "u1:profile", "40000000-5fffffff"),
+    (True, "u1:other", "40000000-5fffffff"),
+    (True, "ana:x", "60000000-7fffffff"),
+    (True, "u02633beae7e3382f874ce497b9785daf:05-document", "60000000-7fffffff"),
+    (True, "zz:1", "20000000-3fffffff"),
+]
+
+
+@pytest.mark.parametrize(("partitioned", "doc_id", "placed"), PLACED)
+def test_shard_hash_places_an_id_where_apache_couchdb_does(
+    partitioned: bool, doc_id: str, placed: str
+) -> None:
+    low, high = (int(end, 16) for end in placed.split("-"))
+    assert low <= shard_hash(doc_id, partitioned) <= high
+
+
+@pytest.mark.parametrize("fake", [(True, True)], ids=["through-index-views"], indirect=True)
+def test_the_shard_locator_is_used_only_where_the_server_places_ids_as_it_computes(
+    fake: FakeCouch,
+) -> None:
+    """`GET /{db}/_shards` lists the ranges, `GET /{db}/_shards/{id}` the range of an id."""
+    db = fake.new_db("onboarding")
+    assert shard_locator(client(), "onboarding", True) is None  # no ranges listed (404)
+    db.q = 1
+    assert shard_locator(client(), "onboarding", True) is None  # a single range
+    db.q = 4
+    locate = shard_locator(client(), "onboarding", True)
+    assert locate is not None
+    ids = [f"u{n}:doc" for n in range(50)]
+    assert [db.shard_ranges()[locate(i)] for i in ids] == [db.shard_of(i) for i in ids]
+    assert len({locate(i) for i in ids}) == 4
+    db.shard_of = lambda doc_id: db.shard_ranges()[0]  # type: ignore[method-assign]
+    assert shard_locator(client(), "onboarding", True) is None  # the server places otherwise
+    db.shards_refused = True
+    assert shard_locator(client(), "onboarding", True) is None  # the question is refused
+
+
+@pytest.mark.parametrize("fake", [(True, True)], ids=["through-index-views"], indirect=True)
+def test_each_purge_request_stays_within_one_shard_range(fake: FakeCouch) -> None:
+    """The server splits a `_purge` into one purge per copy of each range it touches."""
+    db = fake.new_db("onboarding")
+    db.q = 4
+    for n in range(400):
+        db.put(onboarding_doc(f"u{n:03d}:doc", days_ago(40)))
+
+    stats = purge(client(), options(compact=False), ["onboarding"])
+
+    assert stats.documents_purged == 400 and not db.docs
+    requests = fake.requests_to("/_purge")
+    assert all(len({db.shard_of(i) for i in body}) == 1 for body in requests)
+    per_range = Counter(db.shard_of(f"u{n:03d}:doc") for n in range(400))
+    assert len(per_range) == 4
+    assert len(requests) == sum(-(-count // 100) for count in per_range.values())
 
 
 @pytest.mark.parametrize("fake", [(True, True)], ids=["through-index-views"], indirect=True)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from couchops.couch import Couch, db_path, doc_path
+from couchops.couch import Couch, db_path, doc_path, shard_locator
 from couchops.purge import PurgeOptions, _DatabasePurge, purge, purge_index_specs
 from couchops.timestamps import iso
 from tests.ops.conftest import Server
@@ -40,6 +40,24 @@ def boundary_docs(now: datetime) -> dict[str, str]:
         "p2:very-old": iso(now - timedelta(days=400)),
         "p2:today": iso(now),
     }
+
+
+@pytest.mark.parametrize("partitioned", [False, True], ids=["plain", "partitioned"])
+def test_the_purge_places_ids_in_shard_ranges_as_the_server_does(
+    server: Server, couch: Couch, make_db: Callable[..., str], partitioned: bool
+) -> None:
+    """The purge groups its requests by shard range; pouchdb-server has no ranges to list."""
+    if server.kind != "couchdb":
+        assert shard_locator(couch, make_db(), partitioned) is None
+        return
+    db = make_db(q=8, partitioned=partitioned)
+    locate = shard_locator(couch, db, partitioned)
+    assert locate is not None
+    ranges = sorted(couch.get(f"{db_path(db)}/_shards")["shards"])
+    ids = [f"u{n}@example.fr:{n % 7}" for n in range(40)]
+    placed = [couch.get(f"{db_path(db)}/_shards/{i}")["range"] for i in ids]
+    assert [ranges[locate(i)] for i in ids] == placed
+    assert len(set(placed)) >= 6
 
 
 def test_dry_run_lists_exactly_what_is_older_than_the_cutoff_and_changes_nothing(
