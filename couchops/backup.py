@@ -138,16 +138,16 @@ SAMPLE = 500
 """Ids sampled from each end of the changes feed to cut the id space into parallel ranges."""
 
 
-def split_points(couch: Couch, db: str, parts: int) -> list[str]:
-    """Ids that cut the database into about `parts` ranges, from a sample of the changes feed
-    (one request at each end): no pass over every id. A skewed sample only parallelises less;
-    the ranges cover every id whatever it is."""
+def split_points(couch: Couch, path: str, parts: int) -> list[str]:
+    """Ids that cut the database (or shard copy) at `path` into about `parts` ranges, from a
+    sample of its changes feed (one request at each end): no pass over every id. A skewed
+    sample only parallelises less; the ranges cover every id whatever it is."""
     if parts < 2:
         return []
     sample: set[str] = set()
     for descending in (False, True):
         rows = couch.get(
-            f"{db_path(db)}/_changes", params={"limit": SAMPLE, "descending": descending}
+            f"{path}/_changes", params={"limit": SAMPLE, "descending": descending}
         ).get("results", [])
         sample.update(str(r["id"]) for r in rows if not r.get("deleted"))
     ordered = sorted(sample)
@@ -246,13 +246,19 @@ def read_ranges(
 ) -> list[Range]:
     """What to read, as (client, path, first id, end id): the database's shard copies, one per
     range, when it holds more than a page and the server offers them, else the clustered
-    database cut into id ranges."""
+    database; either cut into id ranges so that about `concurrency` are read at once (one
+    stream per copy leaves the server waiting while each page is parsed, and q=2 gave two:
+    60,000 documents took 5.3-5.4 s and 8.4-8.6 s of CouchDB CPU so, against 4.5-4.8 s and
+    6.9-7.3 s cut in four, 3 alternating pairs on the 3-node cluster)."""
+    sources = [(couch, db_path(db))]
     if documents > page:
-        copies = copies_to_read(couch, db)
-        if copies:
-            return [(client, path, None, None) for client, path in copies]
-    bounds: list[str | None] = [None, *split_points(couch, db, concurrency), None]
-    return [(couch, db_path(db), first, end) for first, end in itertools.pairwise(bounds)]
+        sources = copies_to_read(couch, db) or sources
+    parts = -(-concurrency // len(sources)) if documents > page * len(sources) else 1
+    ranges: list[Range] = []
+    for client, path in sources:
+        bounds: list[str | None] = [None, *split_points(client, path, parts), None]
+        ranges.extend((client, path, first, end) for first, end in itertools.pairwise(bounds))
+    return ranges
 
 
 def read_database(
@@ -601,8 +607,9 @@ def _bulk_write(couch: Couch, db: str, lines: list[bytes], copies: int | None = 
     """Write documents as they are (revisions kept). With `copies` (the database's `n`), every
     copy confirms the batch (`w=n`): the default quorum answers once two copies have it, and
     under a restore's load the third one falls behind, its queue of batches growing. The
-    restore then ended seconds after its last answer (13.3-19.7 s for the same 60,000
-    documents on a 3-node CouchDB 3.5.2), against 13.3-14.7 s with every copy confirming."""
+    restore then ended seconds after its last answer: 13.3-19.7 s in 10 runs for the same
+    60,000 documents on a 3-node CouchDB 3.5.2, against 13.3-16.4 s in 11 runs with every copy
+    confirming (runs alternated while that server slowed over the hour)."""
     body = b'{"new_edits":false,"docs":[' + b",".join(lines) + b"]}"
     response = couch.request(
         "POST",

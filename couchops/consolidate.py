@@ -162,8 +162,9 @@ def _write(
     couch: Couch, target: str, docs: list[JSON], copies: int | None = None
 ) -> dict[str, str]:
     """Write with revision ids kept; answers {id: error} for refused documents. With `copies`
-    (the target's `n`), every copy confirms (`w=n`), so none falls behind the others while
-    the groups' writes go on, and the verification finds the documents at once."""
+    (the target's `n`), every copy confirms (`w=n`), as for the restore: none falls behind
+    the others while the groups' writes go on, and the verification reads find the documents
+    on whichever copy answers."""
     refused: dict[str, str] = {}
     for start in range(0, len(docs), WRITE_BATCH):
         chunk = docs[start : start + WRITE_BATCH]

@@ -22,7 +22,7 @@ import pytest
 import responses
 from responses import matchers
 
-from couchops.backup import copies_to_read, read_database
+from couchops.backup import copies_to_read, read_database, read_ranges
 from couchops.couch import Couch, parse_node_urls
 
 pytestmark = pytest.mark.contract
@@ -115,6 +115,8 @@ def test_the_documents_are_read_from_the_chosen_copies_page_by_page() -> None:
     }
     for path, ids in served.items():
         rows = [{"id": i, "key": i, "value": {"rev": "1-x"}, "doc": {"_id": i}} for i in ids]
+        # a sample of its changes too small to cut the copy into ranges
+        responses.get(f"{BASE}{path}/_changes", json={"results": [{"id": i} for i in ids]})
         # a page of two, then the rest from the last id (read again and skipped)
         responses.get(
             f"{BASE}{path}/_all_docs",
@@ -146,6 +148,28 @@ def test_the_documents_are_read_from_the_chosen_copies_page_by_page() -> None:
         i for ids in served.values() for i in ids
     )
     assert not any(c.request.url.startswith(f"{BASE}/onboarding/") for c in responses.calls)
+
+
+@responses.activate
+def test_each_copy_is_cut_into_id_ranges_so_that_several_are_read_at_once() -> None:
+    """One stream per copy leaves the server idle while each page is parsed: with two copies
+    and a concurrency of 8, each is cut in four at ids taken from a sample of its changes."""
+    shard_map()
+    for shard_range in RANGES:
+        for node in NODES:
+            copy_info(node, shard_range, 5000)
+    chosen = [copy_path("couchdb@a", RANGES[0]), copy_path("couchdb@b", RANGES[1])]
+    for path in chosen:
+        sample = [{"id": f"{path[-12:]}-{n:03d}"} for n in range(100)]
+        responses.get(f"{BASE}{path}/_changes", json={"results": sample})
+
+    ranges = read_ranges(couch(), "onboarding", documents=10_000, page=1000, concurrency=8)
+
+    assert [path for _, path, _, _ in ranges] == [chosen[0]] * 4 + [chosen[1]] * 4
+    for k in (0, 4):
+        bounds = [(first, end) for _, _, first, end in ranges[k : k + 4]]
+        assert bounds[0][0] is None and bounds[-1][1] is None
+        assert all(bounds[i][1] == bounds[i + 1][0] is not None for i in range(3))
 
 
 @responses.activate
