@@ -76,14 +76,15 @@ def shard_locator(couch: Couch, db: str, partitioned: bool) -> Callable[[str], i
     requests, it decides nothing (and a refused or failed question answers None)."""
     try:
         return _shard_locator(couch, db, partitioned)
-    except CouchError as exc:
+    except (CouchError, ValueError) as exc:  # ValueError: an answer that is not JSON
         logger().info("couch.shard_placement_unknown", database=db, reason=str(exc))
         return None
 
 
 def _shard_locator(couch: Couch, db: str, partitioned: bool) -> Callable[[str], int] | None:
     response = couch.request("GET", f"{db_path(db)}/_shards", ok=(200, 400, 404))
-    shards = response.json().get("shards") if response.status_code == 200 else None
+    body = response.json() if response.status_code == 200 else None
+    shards = body.get("shards") if isinstance(body, dict) else None
     if not isinstance(shards, dict) or len(shards) < 2:
         return None
     try:
@@ -104,7 +105,8 @@ def _shard_locator(couch: Couch, db: str, partitioned: bool) -> Callable[[str], 
         answer = couch.request(
             "GET", f"{db_path(db)}/_shards/{quote(probe, safe='')}", ok=(200, 400, 404)
         )
-        if answer.status_code != 200 or answer.json().get("range") != ranges[place][2]:
+        placed = answer.json() if answer.status_code == 200 else None
+        if not isinstance(placed, dict) or placed.get("range") != ranges[place][2]:
             logger().info("couch.shard_placement_unknown", database=db, probe=probe)
             return None
     return locate
