@@ -76,7 +76,7 @@ def shard_locator(couch: Couch, db: str, partitioned: bool) -> Callable[[str], i
     requests, it decides nothing (and a refused or failed question answers None)."""
     try:
         return _shard_locator(couch, db, partitioned)
-    except (CouchError, ValueError) as exc:  # ValueError: an answer that is not JSON
+    except (CouchError, ValueError) as exc:  # ValueError: an answer not of the shape expected
         logger().info("couch.shard_placement_unknown", database=db, reason=str(exc))
         return None
 
@@ -87,12 +87,9 @@ def _shard_locator(couch: Couch, db: str, partitioned: bool) -> Callable[[str], 
     shards = body.get("shards") if isinstance(body, dict) else None
     if not isinstance(shards, dict) or len(shards) < 2:
         return None
-    try:
-        ranges = sorted(
-            (int(lo, 16), int(hi, 16), name) for name in shards for lo, hi in [str(name).split("-")]
-        )
-    except ValueError:
-        return None
+    ranges = sorted(  # a range name not of two hex numbers: ValueError, answered None above
+        (int(lo, 16), int(hi, 16), name) for name in shards for lo, hi in [str(name).split("-")]
+    )
     starts = [lo for lo, _, _ in ranges]
 
     def locate(doc_id: str) -> int:

@@ -34,6 +34,7 @@ CouchDB's purge limits (100 document ids and 1000 revisions per request by defau
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import sys
@@ -500,8 +501,7 @@ class _DatabasePurge:
         self.views = True
         """Whether the indexes' views answer (else `_find`, see `_index_rows`)."""
         self.purged_ids: set[str] = set()
-        self.locate: Callable[[str], int] | None = None
-        """The shard range of an id (`shard_locator`), once the purge is about to purge."""
+        self.partitioned = False
 
     def candidates(self, changes: Iterator[JSON]) -> Iterator[Candidate]:
         for change in changes:
@@ -700,10 +700,15 @@ class _DatabasePurge:
             self.stats.requests_without_quorum += 1
             self.log.warning("purge.accepted_without_quorum")
 
+    @functools.cached_property
+    def locate(self) -> Callable[[str], int] | None:
+        """The shard range of an id (`shard_locator`), asked when the first request is about
+        to go: a database with nothing to purge costs no question."""
+        return shard_locator(self.couch, self.db, self.partitioned)
+
     def run(self, partitioned: bool) -> None:
         options, stats = self.options, self.stats
-        if not options.dry_run:
-            self.locate = shard_locator(self.couch, self.db, partitioned)
+        self.partitioned = partitioned
         indexes = self._purge_indexes()
         if indexes is None:
             self._purge_all(self.candidates(self._scanned_changes()), partitioned)
@@ -745,6 +750,10 @@ class _DatabasePurge:
 
     def _purge_all(self, candidates: Iterator[Candidate], partitioned: bool) -> None:
         options, stats = self.options, self.stats
+        first = next(candidates, None)
+        if first is None:
+            return
+        candidates = itertools.chain([first], candidates)
         # Indexes kept within the purge history CouchDB retains, so none has to be rebuilt.
         limit = _purged_infos_limit(self.couch, self.db)
         inflight: deque[Future[tuple[int, int, bool]]] = deque()

@@ -346,6 +346,19 @@ def test_each_purge_request_stays_within_one_shard_range(fake: FakeCouch) -> Non
     assert len(requests) == sum(-(-count // 100) for count in per_range.values())
 
 
+def test_a_database_with_nothing_to_purge_is_not_asked_for_its_shard_ranges(
+    fake: FakeCouch,
+) -> None:
+    db = fake.new_db("onboarding")
+    db.q = 4
+    db.put(onboarding_doc("u1:doc", days_ago(3)))
+
+    stats = purge(client(), options(compact=False), ["onboarding"])
+
+    assert stats.documents_purged == 0 and list(db.docs) == ["u1:doc"]
+    assert not [path for _, path, _ in fake.calls if "/_shards" in path]
+
+
 @pytest.mark.parametrize("fake", [(True, True)], ids=["through-index-views"], indirect=True)
 def test_view_rows_of_another_shape_send_the_purge_to_find(fake: FakeCouch) -> None:
     """Should a server's Mango view keys not be [field, _rev], the purge reads `_find`."""
