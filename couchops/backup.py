@@ -610,16 +610,8 @@ def _bulk_write(couch: Couch, db: str, lines: list[bytes], copies: int | None = 
     restore then ended seconds after its last answer: 13.3-19.7 s in 10 runs for the same
     60,000 documents on a 3-node CouchDB 3.5.2, against 13.3-16.4 s in 11 runs with every copy
     confirming (runs alternated while that server slowed over the hour)."""
-    body = b'{"new_edits":false,"docs":[' + b",".join(lines) + b"]}"
-    response = couch.request(
-        "POST",
-        f"{db_path(db)}/_bulk_docs",
-        data=body,
-        params={"w": copies} if copies else None,
-        headers={"Content-Type": "application/json"},
-        ok=(201, 202),
-    )
-    failures = [r for r in response.json() if isinstance(r, dict) and r.get("error")]
+    results = couch.write_as_is(db, b"[" + b",".join(lines) + b"]", copies)
+    failures = [r for r in results if isinstance(r, dict) and r.get("error")]
     if failures:
         first = failures[0]
         raise OpsError(

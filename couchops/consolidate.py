@@ -168,16 +168,7 @@ def _write(
     refused: dict[str, str] = {}
     for start in range(0, len(docs), WRITE_BATCH):
         chunk = docs[start : start + WRITE_BATCH]
-        body = jsoncodec.dumps({"new_edits": False, "docs": chunk})
-        response = couch.request(
-            "POST",
-            f"{db_path(target)}/_bulk_docs",
-            data=body,
-            params={"w": copies} if copies else None,
-            headers={"Content-Type": "application/json"},
-            ok=(201, 202),
-        )
-        for result in response.json():
+        for result in couch.write_as_is(target, jsoncodec.dumps(chunk), copies):
             if isinstance(result, dict) and result.get("error"):
                 refused[str(result.get("id"))] = f"{result['error']}: {result.get('reason', '')}"
     return refused

@@ -358,6 +358,22 @@ class Couch:
     def put(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.json("PUT", path, body=body, **kwargs)
 
+    def write_as_is(self, db: str, docs: bytes, copies: int | None = None) -> list[JSON]:
+        """`POST /{db}/_bulk_docs` with `new_edits=false` of documents already encoded as a
+        JSON array (`docs`): written as they are, revision ids kept, which makes it safe to
+        retry. With `copies` (the database's `n`), every copy confirms (`w=n`). Answers the
+        per-document results."""
+        response = self.request(
+            "POST",
+            f"{db_path(db)}/_bulk_docs",
+            data=b'{"new_edits":false,"docs":' + docs + b"}",
+            params={"w": copies} if copies else None,
+            headers={"Content-Type": "application/json"},
+            ok=(201, 202),
+        )
+        results = response.json()
+        return results if isinstance(results, list) else []
+
     def db_info(self, db: str) -> JSON | None:
         """The database's info, or None when it does not exist."""
         response = self.request("GET", db_path(db), ok=(200, 404))
