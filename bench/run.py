@@ -45,7 +45,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from couchops.backup import backup, restore  # noqa: E402
+from couchops.backup import BackupRetention, backup, restore  # noqa: E402
 from couchops.consolidate import consolidate  # noqa: E402
 from couchops.couch import Couch, db_path  # noqa: E402
 from couchops.log import configure  # noqa: E402
@@ -274,9 +274,11 @@ class Bench:
             lambda: backup(
                 self.couch,
                 out,
-                retention_days=30,
+                retention=BackupRetention(),
                 databases=[DB],
                 concurrency=self.args.concurrency,
+                # The same work as couchbackup's: every document, old ones included.
+                every_document=True,
             )
         )
         self.backup_path = result.path

@@ -44,11 +44,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from couchops import jsoncodec
+from couchops import jsoncodec, pseudonym
 from couchops.couch import JSON, Couch, copy_path, db_path, mango_field_names, shard_copies
 from couchops.errors import CouchError, OpsError, VerificationError
 from couchops.log import logger
-from couchops.timestamps import iso
+from couchops.purge import LEDGER_ID
+from couchops.retention import (
+    DataCutoff,
+    backup_data_window,
+    collected_at,
+    first_seen_ledger,
+)
+from couchops.timestamps import iso, parse_timestamp
 
 FORMAT = "couchops-backup/2"
 SORTED_KEYS_FORMAT = "couchops-backup/1"
@@ -119,6 +126,12 @@ class DatabaseSummary:
     file_sha256: str = ""
     partitioned: bool = False
     security: JSON = field(default_factory=dict)
+    documents_expired: int = 0
+    """Documents left out: their data is older than the backup may hold (`retention`)."""
+    oldest_data_at: str | None = None
+    untimed_first_seen: dict[str, str] = field(default_factory=dict)
+    """For the documents without a valid timestamp, when their data was first seen: a restore
+    gives them to the purge's ledger, so that a restore makes no datum younger."""
 
     def to_json(self) -> JSON:
         return dict(self.__dict__)
@@ -321,12 +334,19 @@ class _HashingWriter(io.RawIOBase):
 
 
 def _safe_file_name(index: int, db: str) -> str:
-    clean = re.sub(r"[^a-z0-9_-]", "_", db)[:80]
-    return f"databases/{index:05d}-{clean}.jsonl.gz"
+    # The name's pseudonym: a legacy database's name is personal (`couchops.pseudonym`).
+    return f"databases/{index:05d}-{pseudonym.label(db).replace('~', '-')}.jsonl.gz"
 
 
 def backup_database(
-    couch: Couch, db: str, directory: Path, index: int, *, page: int, concurrency: int
+    couch: Couch,
+    db: str,
+    directory: Path,
+    index: int,
+    *,
+    page: int,
+    concurrency: int,
+    keep: DataCutoff,
 ) -> DatabaseSummary:
     info = couch.db_info(db)
     if info is None:
@@ -337,6 +357,8 @@ def backup_database(
         partitioned=bool((info.get("props") or {}).get("partitioned")),
         security=couch.get(f"{db_path(db)}/_security"),
     )
+    first_seen = first_seen_ledger(couch, db)
+    oldest: datetime | None = None
     entries: list[tuple[str, str]] = []
     path = directory / summary.file
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -349,6 +371,14 @@ def backup_database(
             ):
                 lines = []
                 for doc in docs:
+                    born = collected_at(doc, keep.timestamp_field, keep.now, first_seen)
+                    if born is not None:
+                        if born < keep.cutoff:
+                            summary.documents_expired += 1
+                            continue
+                        oldest = born if oldest is None else min(oldest, born)
+                        if parse_timestamp(doc.get(keep.timestamp_field), keep.now) is None:
+                            summary.untimed_first_seen[str(doc["_id"])] = iso(born)
                     line = document_line(doc)
                     lines.append(line)
                     entries.append((str(doc["_id"]), hashlib.sha256(line).hexdigest()))
@@ -362,6 +392,7 @@ def backup_database(
         raw.flush()
         os.fsync(raw.fileno())
     summary.documents = len(entries)
+    summary.oldest_data_at = iso(oldest) if oldest is not None else None
     summary.content_sha256 = content_digest(entries)
     summary.file_bytes = hashing.size
     summary.file_sha256 = hashing.sha.hexdigest()
@@ -404,24 +435,70 @@ class BackupResult:
     deleted: list[str]
 
 
+@dataclass(frozen=True)
+class BackupRetention:
+    """How long backups live and what they may hold (`couchops.retention`)."""
+
+    retention_days: int = 7
+    max_age_days: int = 30
+    expiry_interval_hours: int = 1
+    timestamp_field: str = "createdAt"
+
+    def data_cutoff(self, now: datetime) -> DataCutoff:
+        window = backup_data_window(
+            self.max_age_days, self.retention_days, self.expiry_interval_hours
+        )
+        return DataCutoff(now - window, now, self.timestamp_field)
+
+    def expires_at(self, manifest: JSON) -> datetime:
+        """When a backup must be gone: at the end of its life, or sooner if its oldest datum
+        would pass the budget. A backup that does not record its data's age (format 1 and 2
+        before this rule) was taken before the purge with a 30-day retention: it may hold
+        data 31 days old at its creation."""
+        created = _instant(manifest["created_at"])
+        by_life = created + timedelta(days=self.retention_days)
+        if "oldest_data_at" not in manifest:
+            oldest: datetime | None = created - timedelta(days=LEGACY_DATA_AGE_DAYS)
+        else:
+            oldest = _instant(manifest["oldest_data_at"]) if manifest["oldest_data_at"] else None
+        if oldest is None:
+            return by_life
+        return min(by_life, oldest + timedelta(days=self.max_age_days))
+
+
+LEGACY_DATA_AGE_DAYS = 31
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
 def backup(
     couch: Couch,
     backup_dir: Path,
     *,
-    retention_days: int,
+    retention: BackupRetention,
     databases: list[str] | None = None,
     page: int = 1000,
     concurrency: int = 8,
     now: datetime | None = None,
     clock: Callable[[], float] = time.monotonic,
+    every_document: bool = False,
 ) -> BackupResult:
+    """Back up every database with data (or the ones named) into a new backup under
+    `backup_dir`, holding only data young enough to stay within the budget until the backup
+    expires (`retention`); `every_document` copies everything, for a benchmark against a tool
+    that does (its oldest datum recorded as it is, such a backup expires as soon as that datum
+    passes the budget)."""
     log = logger()
     started_at = now or datetime.now(UTC)
     started = clock()
+    keep = retention.data_cutoff(started_at)
+    if every_document:
+        keep = DataCutoff(datetime.min.replace(tzinfo=UTC), started_at, keep.timestamp_field)
+    # Expired backups go first: a backup that fails below must not keep them alive.
+    deleted = expire_backups(backup_dir, retention, now=started_at)
     with _exclusive(backup_dir):
-        for stale in backup_dir.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-            log.info("backup.removed_incomplete", directory=stale.name)
         backup_id = started_at.strftime("%Y%m%dT%H%M%SZ")
         suffix = 1
         while (backup_dir / backup_id).exists():
@@ -433,12 +510,15 @@ def backup(
         log.info("backup.start", backup=backup_id, databases=len(names))
         summaries = []
         for index, db in enumerate(names):
-            summary = backup_database(couch, db, work, index, page=page, concurrency=concurrency)
+            summary = backup_database(
+                couch, db, work, index, page=page, concurrency=concurrency, keep=keep
+            )
             summaries.append(summary)
             log.info(
                 "backup.database_done",
                 database=db,
                 documents=summary.documents,
+                documents_expired=summary.documents_expired,
                 attachments=summary.attachments,
                 bytes=summary.file_bytes,
             )
@@ -448,10 +528,15 @@ def backup(
             "created_at": iso(started_at),
             "completed_at": iso(datetime.now(UTC)),
             "source": couch.url,
+            "data_cutoff": iso(keep.cutoff),
+            "oldest_data_at": min(
+                (s.oldest_data_at for s in summaries if s.oldest_data_at), default=None
+            ),
             "databases": [s.to_json() for s in summaries],
             "totals": {
                 "databases": len(summaries),
                 "documents": sum(s.documents for s in summaries),
+                "documents_expired": sum(s.documents_expired for s in summaries),
                 "attachments": sum(s.attachments for s in summaries),
                 "attachment_bytes": sum(s.attachment_bytes for s in summaries),
                 "bytes": sum(s.file_bytes for s in summaries),
@@ -459,14 +544,15 @@ def backup(
         }
         if (work / "databases").exists():
             _fsync_dir(work / "databases")
+        manifest["expires_at"] = iso(retention.expires_at(manifest))
+        final = backup_dir / backup_id
         with (work / MANIFEST).open("w", encoding="utf-8") as out:
             json.dump(manifest, out, indent=2, sort_keys=True)
             out.flush()
             os.fsync(out.fileno())
-        final = backup_dir / backup_id
         work.rename(final)
         _fsync_dir(backup_dir)
-        deleted = apply_retention(backup_dir, retention_days, now=started_at, keep=backup_id)
+    deleted += expire_backups(backup_dir, retention, now=datetime.now(UTC), keep=backup_id)
     duration = clock() - started
     totals = manifest["totals"]
     log.info(
@@ -489,20 +575,27 @@ def list_backups(backup_dir: Path) -> list[Path]:
     )
 
 
-def apply_retention(
-    backup_dir: Path, retention_days: int, *, now: datetime, keep: str | None = None
+def expire_backups(
+    backup_dir: Path, retention: BackupRetention, *, now: datetime, keep: str | None = None
 ) -> list[str]:
-    """Delete complete backups older than the retention (never the one just written)."""
-    limit = now - timedelta(days=retention_days)
+    """Delete every complete backup past its expiry (`BackupRetention.expires_at`), never the
+    one just written (`keep`), and, when no backup run holds the lock, what killed runs left.
+    Needs no CouchDB: the expiry job runs it on its own, so backups expire even when backup
+    runs fail."""
     deleted = []
     for path in list_backups(backup_dir):
         if path.name == keep:
             continue
-        created = datetime.strptime(path.name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        if created < limit:
-            shutil.rmtree(path)
+        expires = retention.expires_at(load_manifest(path))
+        if expires <= now:
+            shutil.rmtree(path, ignore_errors=True)
             deleted.append(path.name)
-            logger().info("backup.deleted_expired", backup=path.name, created_at=iso(created))
+            logger().info("backup.deleted_expired", backup=path.name, expired_at=iso(expires))
+    if backup_dir.is_dir():
+        with contextlib.suppress(OpsError), _exclusive(backup_dir):
+            for stale in backup_dir.glob(".tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+                logger().info("backup.removed_incomplete", directory=stale.name)
     return deleted
 
 
@@ -621,6 +714,33 @@ def _bulk_write(couch: Couch, db: str, lines: list[bytes], copies: int | None = 
     return len(lines)
 
 
+@dataclass
+class _Admission:
+    """Which lines of a backup file a restore writes: none whose data the purge would remove
+    (`keep`, None when the manifest shows that nothing in the file is that old)."""
+
+    keep: DataCutoff | None
+    created_at: datetime
+    untimed: dict[str, str]
+    expired: int = 0
+
+    def admits(self, line: bytes) -> bool:
+        if self.keep is None:
+            return True
+        doc = jsoncodec.loads(line)
+        born = collected_at(
+            doc, self.keep.timestamp_field, self.keep.now, self.untimed, self.created_at
+        )
+        if born is None:
+            return True
+        if born < self.keep.cutoff:
+            self.expired += 1
+            return False
+        if parse_timestamp(doc.get(self.keep.timestamp_field), self.keep.now) is None:
+            self.untimed.setdefault(str(doc["_id"]), iso(born))
+        return True
+
+
 def _write_file(
     couch: Couch,
     target: str,
@@ -630,17 +750,20 @@ def _write_file(
     concurrency: int,
     sorted_keys: bool,
     copies: int | None,
+    admission: _Admission,
 ) -> tuple[int, list[bytes]]:
     """Write a backup file's documents in batches, `concurrency` requests in flight, except
-    its design documents; answers how many were written and the design documents, to be
-    written last (`sorted_keys`: the file is of `SORTED_KEYS_FORMAT`, its Mango indexes get
-    their field order back)."""
+    its design documents and what `admission` refuses; answers how many were written and the
+    design documents, to be written last (`sorted_keys`: the file is of `SORTED_KEYS_FORMAT`,
+    its Mango indexes get their field order back)."""
     window: deque[Future[int]] = deque()
     written = 0
     design: list[bytes] = []
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         chunk: list[bytes] = []
         for line in read_lines(path):
+            if not admission.admits(line):
+                continue
             if is_design_line(line):
                 repaired = mango_field_order(jsoncodec.loads(line)) if sorted_keys else None
                 design.append(line if repaired is None else jsoncodec.dumps(repaired))
@@ -667,12 +790,19 @@ def restore(
     concurrency: int = 8,
     q: int | None = None,
     n: int | None = None,
+    keep: DataCutoff | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, int]:
-    """Restore databases from a backup into absent or empty databases, then check counts."""
+    """Restore databases from a backup into absent or empty databases, then check counts.
+
+    With `keep` (the purge's cutoff), a document whose data the purge would remove is never
+    written, so nobody can read it, and each undated document restored enters the purge's
+    ledger as first seen when the backup says (at the latest when it was taken): a restore of
+    an old backup brings back nothing the retention forbids, and makes nothing younger."""
     log = logger()
     manifest = load_manifest(backup_path)
+    created_at = _instant(manifest["created_at"])
     selected = _selected(manifest, mapping)
     for entry, target in selected:
         info = couch.db_info(target)
@@ -684,6 +814,7 @@ def restore(
         _check_file(backup_path, entry)
     started = clock()
     restored = 0
+    expired = 0
     for entry, target in selected:
         info = couch.db_info(target)
         if info is None:
@@ -693,6 +824,11 @@ def restore(
             couch.request("PUT", db_path(target), params=params, ok=(201, 202))
             info = couch.db_info(target) or {}
         copies = shard_copies(info)
+        admission = _Admission(
+            keep if keep is not None and _may_hold_older(entry, keep) else None,
+            created_at,
+            dict(entry.get("untimed_first_seen") or {}),
+        )
         written, design = _write_file(
             couch,
             target,
@@ -701,7 +837,14 @@ def restore(
             concurrency=concurrency,
             sorted_keys=manifest["format"] == SORTED_KEYS_FORMAT,
             copies=copies,
+            admission=admission,
         )
+        if admission.untimed:
+            couch.put_doc(
+                target, {"_id": LEDGER_ID, "first_seen": dict(sorted(admission.untimed.items()))}
+            )
+        expected = int(entry["documents"]) - admission.expired
+        expired += admission.expired
         if design:
             # Last, once every copy holds the other documents: CouchDB builds a database's
             # indexes as soon as their design documents exist. Written first, they would be
@@ -712,14 +855,20 @@ def restore(
             written += _bulk_write(couch, target, design, copies)
         if entry.get("security"):
             couch.put(f"{db_path(target)}/_security", entry["security"])
-        count = wait_for_count(couch, target, int(entry["documents"]), sleep=sleep)
-        if count != entry["documents"] or written != entry["documents"]:
+        count = wait_for_count(couch, target, expected, sleep=sleep)
+        if count != expected or written != expected:
             raise VerificationError(
                 f"{target}: restored {written} documents, the database counts {count}, "
-                f"the backup holds {entry['documents']}"
+                f"the backup holds {entry['documents']} of which {admission.expired} expired"
             )
         restored += written
-        log.info("restore.database_done", source=entry["name"], database=target, documents=written)
+        log.info(
+            "restore.database_done",
+            source=entry["name"],
+            database=target,
+            documents=written,
+            documents_expired=admission.expired,
+        )
     duration = clock() - started
     log.info(
         "restore.summary",
@@ -729,14 +878,31 @@ def restore(
         duration_seconds=round(duration, 3),
         documents_per_second=round(restored / duration, 1) if duration else 0,
     )
-    return {"databases": len(selected), "documents": restored}
+    return {"databases": len(selected), "documents": restored, "documents_expired": expired}
+
+
+def _may_hold_older(entry: JSON, keep: DataCutoff) -> bool:
+    """Whether a backed-up database may hold data older than the cutoff (its manifest entry
+    says how old its oldest datum is; an entry that does not say may hold anything)."""
+    if "oldest_data_at" not in entry:
+        return True
+    oldest = entry["oldest_data_at"]
+    return oldest is not None and _instant(oldest) < keep.cutoff
 
 
 def live_digest(
-    couch: Couch, db: str, *, page: int = 1000, concurrency: int = 4, sort_keys: bool = False
+    couch: Couch,
+    db: str,
+    *,
+    page: int = 1000,
+    concurrency: int = 4,
+    sort_keys: bool = False,
+    keep: DataCutoff | None = None,
 ) -> tuple[int, str]:
     """A live database's document count and content digest, as a backup's manifest gives
-    them (`sort_keys` for a backup of `SORTED_KEYS_FORMAT`)."""
+    them (`sort_keys` for a backup of `SORTED_KEYS_FORMAT`; `keep`: only the documents whose
+    data is not older than its cutoff)."""
+    first_seen = first_seen_ledger(couch, db) if keep is not None else {}
     info = couch.db_info(db)
     if info is None:
         raise VerificationError(f"database {db} does not exist")
@@ -747,8 +913,16 @@ def live_digest(
             couch, db, documents=documents, page=page, concurrency=concurrency
         )
         for doc in docs
+        if keep is None or not _older(doc, keep, first_seen, None)
     ]
     return len(entries), content_digest(entries)
+
+
+def _older(
+    doc: JSON, keep: DataCutoff, first_seen: dict[str, str], unseen: datetime | None
+) -> bool:
+    born = collected_at(doc, keep.timestamp_field, keep.now, first_seen, unseen)
+    return born is not None and born < keep.cutoff
 
 
 def verify(
@@ -757,17 +931,22 @@ def verify(
     couch: Couch | None = None,
     mapping: dict[str, str] | None = None,
     live: bool = False,
+    keep: DataCutoff | None = None,
     settle_seconds: float = 10.0,
 ) -> dict[str, int]:
     """Check a backup against its manifest (file checksums, counts, content digests) and,
-    with ``live``, against the databases it would restore into."""
+    with ``live``, against the databases it would restore into: with `keep` (the purge's
+    cutoff, as the restore applies it), both sides without the documents older than it."""
     log = logger()
     manifest = load_manifest(backup_path)
+    created_at = _instant(manifest["created_at"])
     checked = 0
     documents = 0
     for entry, target in _selected(manifest, mapping):
         path = _check_file(backup_path, entry)
         entries = []
+        current = []
+        untimed = dict(entry.get("untimed_first_seen") or {})
         attachments = 0
         for line in read_lines(path):
             try:
@@ -778,6 +957,8 @@ def verify(
                 base64.b64decode(meta.get("data", ""), validate=True)
                 attachments += 1
             entries.append((str(doc["_id"]), hashlib.sha256(line).hexdigest()))
+            if keep is None or not _older(doc, keep, untimed, created_at):
+                current.append(entries[-1])
         if len(entries) != entry["documents"] or attachments != entry["attachments"]:
             raise VerificationError(
                 f"{entry['name']}: the file holds {len(entries)} documents and {attachments} "
@@ -788,18 +969,18 @@ def verify(
         if live:
             if couch is None:
                 raise OpsError("a live verification needs a CouchDB connection")
-            expected = (entry["documents"], entry["content_sha256"])
+            expected = (len(current), content_digest(current))
             deadline = time.monotonic() + settle_seconds
             sort_keys = manifest["format"] == SORTED_KEYS_FORMAT
-            count, digest = live_digest(couch, target, sort_keys=sort_keys)
+            count, digest = live_digest(couch, target, sort_keys=sort_keys, keep=keep)
             # A copy that has not caught up with a recent write may answer: re-read, bounded.
             while (count, digest) != expected and time.monotonic() < deadline:
                 time.sleep(1.0)
-                count, digest = live_digest(couch, target, sort_keys=sort_keys)
+                count, digest = live_digest(couch, target, sort_keys=sort_keys, keep=keep)
             if (count, digest) != expected:
                 raise VerificationError(
                     f"{target}: live database holds {count} documents (digest {digest[:12]}…), "
-                    f"the backup {entry['documents']} (digest {str(entry['content_sha256'])[:12]}…)"
+                    f"the backup {expected[0]} within the retention (digest {expected[1][:12]}…)"
                 )
         checked += 1
         documents += len(entries)

@@ -13,14 +13,23 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from couchops import __version__
-from couchops.backup import backup, parse_mapping, resolve_backup, restore, verify
+from couchops import __version__, pseudonym
+from couchops.backup import (
+    backup,
+    expire_backups,
+    list_backups,
+    parse_mapping,
+    resolve_backup,
+    restore,
+    verify,
+)
 from couchops.cluster_setup import cluster_setup
 from couchops.consolidate import consolidate
 from couchops.couch import Couch
-from couchops.errors import OpsError, SettingsError
+from couchops.errors import OpsError, PartialFailure, SettingsError
 from couchops.log import configure, logger
 from couchops.metrics import build_registry, push
 from couchops.purge import PurgeOptions, purge
@@ -149,7 +158,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--partition-secret-file", help="key of the partition pseudonyms [USER_PARTITION_SECRET]"
     )
+    _add_gdpr_commands(sub)
     return parser
+
+
+def _add_gdpr_commands(sub: Any) -> None:
+    """The commands that keep personal data within the budget, beyond the purge."""
+    p = sub.add_parser(
+        "backup-expire",
+        help="delete the backups past their expiry (needs no CouchDB)",
+        description="Delete every backup whose life (BACKUP_RETENTION_DAYS) is over or whose "
+        "oldest datum would pass GDPR_MAX_AGE_DAYS, and what killed backup runs left. Run "
+        "hourly on its own, so that backups expire even when backup runs fail.",
+    )
+    _common(p)
+    p.add_argument("--backup-dir", help="[BACKUP_DIR]")
+    p.add_argument("--retention-days", type=int, help="1..30 [BACKUP_RETENTION_DAYS]")
+
+    p = sub.add_parser(
+        "whois",
+        help="the database behind a pseudonym of the logs (db~<hex>)",
+        description="Logs, metrics and error lines name databases by pseudonym (a legacy "
+        "database's name holds an e-mail address); this prints the name behind one.",
+    )
+    _common(p)
+    p.add_argument("pseudonym", help="db~<12 hex>, as the logs show it")
 
 
 FLAGS = {
@@ -192,7 +225,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["purge_concurrency"] = get("concurrency")
         if args.no_compact:
             out["purge_compact"] = False
-    if args.command == "backup":
+    if args.command in ("backup", "backup-expire"):
         out["backup_retention_days"] = get("retention_days")
     if args.command in ("backup", "restore"):
         out["backup_concurrency"] = get("concurrency")
@@ -232,7 +265,7 @@ def _backup(args: argparse.Namespace, settings: Settings) -> Counts:
     result = backup(
         connect(settings),
         settings.require_backup_dir(),
-        retention_days=settings.backup_retention_days,
+        retention=settings.backup_retention(),
         databases=args.database,
         concurrency=settings.backup_concurrency,
     )
@@ -240,10 +273,17 @@ def _backup(args: argparse.Namespace, settings: Settings) -> Counts:
     return {
         "databases": totals["databases"],
         "documents": totals["documents"],
+        "documents_expired": totals["documents_expired"],
         "attachments": totals["attachments"],
         "bytes": totals["bytes"],
         "expired_deleted": len(result.deleted),
     }
+
+
+def _backup_expire(args: argparse.Namespace, settings: Settings) -> Counts:
+    backup_dir = settings.require_backup_dir()
+    deleted = expire_backups(backup_dir, settings.backup_retention(), now=datetime.now(UTC))
+    return {"expired_deleted": len(deleted), "backups_kept": len(list_backups(backup_dir))}
 
 
 def _restore(args: argparse.Namespace, settings: Settings) -> Counts:
@@ -253,6 +293,7 @@ def _restore(args: argparse.Namespace, settings: Settings) -> Counts:
         path,
         mapping=parse_mapping(args.database),
         concurrency=settings.backup_concurrency,
+        keep=settings.purge_cutoff(datetime.now(UTC)),
     )
     return {k: float(v) for k, v in result.items()}
 
@@ -264,8 +305,18 @@ def _verify(args: argparse.Namespace, settings: Settings) -> Counts:
         couch=connect(settings) if args.live else None,
         mapping=parse_mapping(args.database),
         live=args.live,
+        keep=settings.purge_cutoff(datetime.now(UTC)),
     )
     return {k: float(v) for k, v in result.items()}
+
+
+def _whois(args: argparse.Namespace, settings: Settings) -> Counts:
+    name = pseudonym.whois(args.pseudonym, connect(settings).all_dbs())
+    if name is None:
+        raise OpsError(f"no database of the server has the pseudonym {args.pseudonym}")
+    # The one place couchops prints a database's name: an operator asked for it, on a shell.
+    print(name, flush=True)
+    return {}
 
 
 def _consolidate(args: argparse.Namespace, settings: Settings) -> Counts:
@@ -299,6 +350,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Counts]] = {
     "restore": _restore,
     "verify": _verify,
     "consolidate": _consolidate,
+    "backup-expire": _backup_expire,
+    "whois": _whois,
 }
 
 
@@ -314,8 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     reason = ""
     try:
         settings = load_settings(os.environ, _overrides(args), FLAGS)
+        pseudonym.keep_clear([settings.database])
         log.info("couchops.start", version=__version__, couchdb=settings.couchdb_url)
         counts = COMMANDS[operation](args, settings)
+    except PartialFailure as exc:
+        code, reason, counts = exc.exit_code, str(exc), exc.counts
     except OpsError as exc:
         code, reason = exc.exit_code, str(exc)
     except KeyboardInterrupt:
@@ -332,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     push(gateway or None, operation, environment, registry)
     if code:
         log.error("couchops.failed", reason=reason, exit_code=code)
-        print(f"couchops {operation}: {reason}", file=sys.stderr, flush=True)
+        print(f"couchops {operation}: {pseudonym.scrub(reason)}", file=sys.stderr, flush=True)
         return code
     log.info("couchops.succeeded", duration_seconds=round(duration, 3))
     print(json.dumps({"operation": operation, "ok": True, **counts}), flush=True)

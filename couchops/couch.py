@@ -20,6 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from couchops import pseudonym
 from couchops.errors import CouchError
 from couchops.log import logger
 
@@ -36,7 +37,9 @@ _RAW_STRINGS = frozenset({"since", "open_revs"})
 
 
 def db_path(db: str) -> str:
-    """The URL path of a database (names may hold '/', which must be escaped)."""
+    """The URL path of a database (names may hold '/', which must be escaped). The name is
+    recorded, so that nothing couchops prints shows it (`couchops.pseudonym`)."""
+    pseudonym.remember(db)
     return "/" + quote(db, safe="")
 
 
@@ -53,6 +56,7 @@ def copy_path(node: str, shard_range: str, db: str, shard_map: JSON) -> str:
     document in the node-local ``_dbs``, whose ``shard_suffix`` holds the suffix's character
     codes)."""
     suffix = "".join(chr(code) for code in shard_map["shard_suffix"])
+    pseudonym.remember(db)
     return f"/_node/{quote(node, safe='@')}/" + quote(f"shards/{shard_range}/{db}{suffix}", safe="")
 
 

@@ -28,3 +28,20 @@ class VerificationError(OpsError):
     """What was written does not match what was expected (counts or checksums)."""
 
     exit_code = 4
+
+
+class PartialFailure(OpsError):
+    """Some of the run's items (databases) failed, the others were done: `counts` reports
+    the whole run, failures included."""
+
+    def __init__(self, message: str, counts: dict[str, float]) -> None:
+        super().__init__(message)
+        self.counts = counts
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error met while the run goes on: an operator's error as it reads, any
+    other with its type (a defect to report)."""
+    if isinstance(exc, OpsError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"

@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+from couchops import pseudonym
+
 
 def configure(level: str = "INFO", **context: Any) -> None:
     """JSON lines on stderr, with an ISO-8601 UTC timestamp and the run's fixed context."""
@@ -17,6 +19,7 @@ def configure(level: str = "INFO", **context: Any) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            pseudonym.scrub_event,
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

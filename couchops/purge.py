@@ -47,8 +47,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from couchops.couch import JSON, Couch, db_path, mango_field_names, shard_copies, shard_locator
-from couchops.errors import CouchError, OpsError
+from couchops.errors import CouchError, OpsError, PartialFailure, describe
 from couchops.log import logger
+from couchops.pseudonym import label
 from couchops.timestamps import FUTURE_TOLERANCE, ISO_PATTERN, iso, parse_timestamp
 
 MAX_IDS_PER_REQUEST = 100
@@ -81,6 +82,7 @@ class Candidate:
 @dataclass
 class PurgeStats:
     databases: int = 0
+    databases_failed: int = 0
     documents_scanned: int = 0
     documents_purged: int = 0
     revisions_purged: int = 0
@@ -97,6 +99,7 @@ class PurgeStats:
     def counts(self) -> dict[str, float]:
         return {
             "databases": self.databases,
+            "databases_failed": self.databases_failed,
             "documents_scanned": self.documents_scanned,
             "documents_purged": self.documents_purged,
             "revisions_purged": self.revisions_purged,
@@ -682,7 +685,7 @@ class _DatabasePurge:
 
     def _list(self, cand: Candidate) -> None:
         entry = {
-            "database": self.db,
+            "database": label(self.db),
             "id": cand.doc_id,
             "revisions": list(cand.revs),
             "timestamp": cand.timestamp,
@@ -820,11 +823,24 @@ def purge(
         databases=len(names),
         dry_run=options.dry_run,
     )
+    failed: list[str] = []
     for db in names:
         if not stats.complete:
             break
-        purge_database(couch, db, options, stats, now)
+        # One database that fails (over a limit, a shard copy down, a malformed document)
+        # must not leave every database after it unpurged.
+        try:
+            purge_database(couch, db, options, stats, now)
+        except Exception as exc:  # reported, and the run exits non-zero
+            failed.append(db)
+            log.error(
+                "purge.database_failed",
+                database=db,
+                reason=describe(exc),
+                exc_info=not isinstance(exc, OpsError),
+            )
         stats.databases += 1
+    stats.databases_failed = len(failed)
     duration = clock() - started
     rate = stats.documents_purged / duration if duration > 0 else 0.0
     log.info(
@@ -835,4 +851,10 @@ def purge(
     )
     if not stats.complete:
         log.warning("purge.incomplete", reason="stopped by --max-batches; run again to finish")
+    if failed:
+        raise PartialFailure(
+            f"{len(failed)} of {len(names)} databases not purged: "
+            + ", ".join(label(db) for db in failed),
+            stats.counts(),
+        )
     return stats

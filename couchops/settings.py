@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from couchops.backup import BackupRetention
 from couchops.couch import check_http_url, parse_node_urls
 from couchops.errors import SettingsError
+from couchops.retention import DataCutoff
 
 MAX_RETENTION_DAYS = 30
 """GDPR: nothing personal may stay readable for more than 30 days, so no retention above it."""
@@ -40,6 +43,8 @@ ENV_NAMES: dict[str, str] = {
     "purge_compact": "PURGE_COMPACT",
     "backup_dir": "BACKUP_DIR",
     "backup_retention_days": "BACKUP_RETENTION_DAYS",
+    "backup_expiry_interval_hours": "BACKUP_EXPIRY_INTERVAL_HOURS",
+    "gdpr_max_age_days": "GDPR_MAX_AGE_DAYS",
     "backup_concurrency": "BACKUP_CONCURRENCY",
     "user_partition_secret": "USER_PARTITION_SECRET",
     "consolidate_concurrency": "CONSOLIDATE_CONCURRENCY",
@@ -80,7 +85,10 @@ class Settings(BaseModel):
     purge_concurrency: Annotated[int, Field(ge=1, le=16)] = 4
     purge_compact: bool = True
     backup_dir: Path | None = None
-    backup_retention_days: Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS)] = 30
+    backup_retention_days: Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS)] = 7
+    backup_expiry_interval_hours: Annotated[int, Field(ge=0, le=24)] = 1
+    gdpr_max_age_days: Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS)] = MAX_RETENTION_DAYS
+    """The one budget: no copy keeps personal data longer (`couchops.retention`)."""
     backup_concurrency: Annotated[int, Field(ge=1, le=16)] = 8
     user_partition_secret: SecretStr | None = None
     consolidate_concurrency: Annotated[int, Field(ge=1, le=32)] = 8
@@ -149,6 +157,20 @@ class Settings(BaseModel):
             )
         return self.admin_user.get_secret_value(), self.admin_password.get_secret_value()
 
+    def backup_retention(self) -> BackupRetention:
+        return BackupRetention(
+            retention_days=self.backup_retention_days,
+            max_age_days=self.gdpr_max_age_days,
+            expiry_interval_hours=self.backup_expiry_interval_hours,
+            timestamp_field=self.purge_timestamp_field,
+        )
+
+    def purge_cutoff(self, now: datetime) -> DataCutoff:
+        """What the purge keeps: data collected within the purge's retention."""
+        return DataCutoff(
+            now - timedelta(days=self.purge_retention_days), now, self.purge_timestamp_field
+        )
+
     def require_backup_dir(self) -> Path:
         if self.backup_dir is None:
             raise SettingsError("BACKUP_DIR is not set: name the directory that holds backups")
@@ -204,6 +226,6 @@ def load_settings(
         name = origin.get(field, ENV_NAMES.get(field, field))
         shown = "<secret>" if field in SECRET_FIELDS else _without_credentials(raw.get(field))
         message = str(first["msg"]).removeprefix("Value error, ")
-        if field.endswith("retention_days"):
+        if field.endswith("retention_days") or field == "gdpr_max_age_days":
             message += f" (GDPR: a retention is 1 to {MAX_RETENTION_DAYS} days)"
         raise SettingsError(f"bad setting {name}={shown}: {message}") from exc

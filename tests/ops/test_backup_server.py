@@ -18,7 +18,8 @@ from couchops import backup as backup_module
 from couchops.backup import (
     MANIFEST,
     SORTED_KEYS_FORMAT,
-    apply_retention,
+    BackupRetention,
+    expire_backups,
     backup,
     content_digest,
     list_backups,
@@ -28,6 +29,7 @@ from couchops.backup import (
 )
 from couchops.couch import Couch, db_path, doc_path
 from couchops.errors import OpsError, VerificationError
+from couchops.timestamps import iso
 from tests.ops.helpers import bulk, days_ago, last_line, onboarding_doc, run_cli, with_attachment
 
 pytestmark = pytest.mark.server
@@ -93,7 +95,7 @@ def test_backup_restore_round_trip_keeps_documents_and_attachments_byte_identica
 ) -> None:
     source = make_db()
     count = seed(couch, source)
-    result = backup(couch, tmp_path, retention_days=30, databases=[source], page=7)
+    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[source], page=7)
 
     entry = result.manifest["databases"][0]
     assert entry["documents"] == count
@@ -153,7 +155,7 @@ def test_key_order_and_a_mango_index_field_order_survive_backup_and_restore(
     original = key_orders(couch, source)
     assert original == (["zeta", "alpha", "mid"], ["y", "b"], ["step", "createdAt"])
 
-    result = backup(couch, tmp_path, retention_days=30, databases=[source])
+    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[source])
     target = make_db(create=False)
     restore(couch, result.path, mapping={source: target})
 
@@ -169,7 +171,7 @@ def test_a_backup_of_the_sorted_keys_format_restores_each_mango_index_in_its_fie
     on [step, createdAt] into one on [createdAt, step] when restored."""
     source = make_db()
     seed_ordered(couch, source)
-    result = backup(couch, tmp_path, retention_days=30, databases=[source])
+    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[source])
     # The same backup as the earlier code wrote it: sorted keys, digests of that form.
     manifest = json.loads((result.path / MANIFEST).read_text())
     entry = manifest["databases"][0]
@@ -201,7 +203,7 @@ def test_verify_detects_a_corrupted_file_and_a_changed_live_database(
 ) -> None:
     db = make_db()
     seed(couch, db, users=5)
-    result = backup(couch, tmp_path, retention_days=30, databases=[db])
+    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db])
     verify(result.path, couch=couch, live=True)
 
     couch.put(doc_path(db, "extra"), {"createdAt": days_ago(0)})
@@ -232,14 +234,14 @@ def test_a_backup_killed_midway_is_never_listed_and_the_next_run_cleans_it(
 
     monkeypatch.setattr(backup_module, "fetch_range", dying)
     with pytest.raises(KeyboardInterrupt):
-        backup(couch, tmp_path, retention_days=30, databases=[db], page=5, concurrency=1)
+        backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db], page=5, concurrency=1)
     assert list_backups(tmp_path) == []
     assert len(list(tmp_path.glob(".tmp-*"))) == 1
     with pytest.raises(OpsError, match="no complete backup"):
         resolve_backup(tmp_path, "latest")
 
     monkeypatch.setattr(backup_module, "fetch_range", real)
-    result = backup(couch, tmp_path, retention_days=30, databases=[db], page=5)
+    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db], page=5)
     assert list_backups(tmp_path) == [result.path]
     assert not list(tmp_path.glob(".tmp-*"))
 
@@ -249,21 +251,65 @@ def test_restore_refuses_a_target_that_holds_documents(
 ) -> None:
     db = make_db()
     count = seed(couch, db, users=2)
-    result = backup(couch, tmp_path, retention_days=30, databases=[db])
+    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db])
     with pytest.raises(OpsError, match="not empty"):
         restore(couch, result.path)
     assert couch.db_info(db)["doc_count"] == count  # type: ignore[index]
 
 
-def test_retention_deletes_only_backups_older_than_n_days(tmp_path: Path) -> None:
+def _fake_backup(root: Path, created: datetime, oldest: datetime | None | str) -> Path:
+    path = root / created.strftime("%Y%m%dT%H%M%SZ")
+    path.mkdir()
+    manifest: dict[str, object] = {"format": "couchops-backup/2", "created_at": created.isoformat()}
+    if oldest != "unrecorded":
+        manifest["oldest_data_at"] = oldest.isoformat() if isinstance(oldest, datetime) else None
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    return path
+
+
+def test_backups_expire_at_the_end_of_their_life_or_when_their_oldest_data_passes_the_budget(
+    tmp_path: Path,
+) -> None:
     now = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
-    for days in (0, 5, 29, 31, 45):
-        path = tmp_path / (now - timedelta(days=days)).strftime("%Y%m%dT%H%M%SZ")
-        path.mkdir()
-        (path / MANIFEST).write_text("{}")
-    deleted = apply_retention(tmp_path, 30, now=now)
-    assert len(deleted) == 2
-    assert len(list_backups(tmp_path)) == 3
+    day = timedelta(days=1)
+    kept = [
+        _fake_backup(tmp_path, now - 6 * day, now - 26 * day),  # 6 days old, data 29 d 23 h
+        _fake_backup(tmp_path, now - 2 * day, None),  # no personal data, within its life
+    ]
+    gone = [
+        _fake_backup(tmp_path, now - 7 * day, now - 8 * day),  # its 7 days are over
+        _fake_backup(tmp_path, now - 3 * day, now - 30 * day),  # data reaches 30 days now
+        _fake_backup(tmp_path, now - 1 * day, "unrecorded"),  # may hold 31-day-old data
+    ]
+    (tmp_path / ".tmp-20261128T020000Z").mkdir()
+    retention = BackupRetention(retention_days=7, max_age_days=30, expiry_interval_hours=1)
+    deleted = expire_backups(tmp_path, retention, now=now)
+    assert sorted(deleted) == sorted(p.name for p in gone)
+    assert list_backups(tmp_path) == sorted(kept)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_a_backup_holds_no_data_that_would_pass_the_budget_before_it_expires(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    db = make_db()
+    now = datetime.now(UTC)
+    docs = [
+        onboarding_doc(f"u{age:02d}:profile", days_ago(age, now)) for age in (1, 20, 22, 23, 35)
+    ]
+    bulk(couch, db, [*docs, {"_id": "undated", "step": "start"}])
+    retention = BackupRetention(retention_days=7, max_age_days=30, expiry_interval_hours=1)
+    result = backup(couch, tmp_path, retention=retention, databases=[db], now=now)
+    manifest = json.loads((result.path / MANIFEST).read_text())
+    entry = manifest["databases"][0]
+    lines = gzip.decompress((result.path / entry["file"]).read_bytes()).splitlines()
+    ids = sorted(json.loads(line)["_id"] for line in lines)
+    # 30 days - 7 days of life - 1 hour of expiry interval: data up to 22 days 23 hours old.
+    assert ids == ["u01:profile", "u20:profile", "u22:profile", "undated"]
+    assert entry["documents_expired"] == 2 == manifest["totals"]["documents_expired"]
+    assert entry["untimed_first_seen"] == {"undated": iso(now)}
+    assert manifest["expires_at"] == iso(now + timedelta(days=7))
+    assert db not in json.dumps(manifest["databases"][0]["file"])
 
 
 def test_backup_files_are_gzip_json_lines_and_the_manifest_is_written_last(
@@ -271,7 +317,7 @@ def test_backup_files_are_gzip_json_lines_and_the_manifest_is_written_last(
 ) -> None:
     db = make_db()
     count = seed(couch, db, users=3)
-    result = backup(couch, tmp_path, retention_days=30, databases=[db])
+    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db])
     manifest = json.loads((result.path / MANIFEST).read_text())
     entry = manifest["databases"][0]
     lines = gzip.decompress((result.path / entry["file"]).read_bytes()).splitlines()

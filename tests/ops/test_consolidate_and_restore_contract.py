@@ -201,6 +201,7 @@ def test_restore_recreates_a_partitioned_database(tmp_path: Path) -> None:
     manifest = {
         "format": FORMAT,
         "id": "20261128T000000Z",
+        "created_at": "2026-11-28T00:00:00.000Z",
         "databases": [
             {
                 "name": "onboarding",
@@ -253,7 +254,12 @@ def test_restore_writes_design_documents_after_every_other_document(tmp_path: Pa
         "partitioned": False,
         "security": {},
     }
-    manifest = {"format": FORMAT, "id": "20261128T000000Z", "databases": [entry]}
+    manifest = {
+        "format": FORMAT,
+        "id": "20261128T000000Z",
+        "created_at": "2026-11-28T00:00:00.000Z",
+        "databases": [entry],
+    }
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     for _ in ("checked empty", "checked absent"):
         responses.get(f"{BASE}/onboarding", status=404, json={"error": "not_found"})

@@ -14,7 +14,7 @@ from couchops.settings import load_settings
 
 def test_defaults_are_the_platform_s() -> None:
     s = load_settings({})
-    assert (s.purge_retention_days, s.backup_retention_days) == (30, 30)
+    assert (s.purge_retention_days, s.backup_retention_days, s.gdpr_max_age_days) == (30, 7, 30)
     assert s.purge_timestamp_field == "createdAt"
     assert s.pushgateway_url is None and s.credentials() is None
 
