@@ -455,12 +455,14 @@ class BackupRetention:
         would pass the budget. A backup that does not record its data's age (format 1 and 2
         before this rule) was taken before the purge with a 30-day retention: it may hold
         data 31 days old at its creation."""
-        created = _instant(manifest["created_at"])
+        created = manifest_instant(manifest["created_at"])
         by_life = created + timedelta(days=self.retention_days)
         if "oldest_data_at" not in manifest:
             oldest: datetime | None = created - timedelta(days=LEGACY_DATA_AGE_DAYS)
         else:
-            oldest = _instant(manifest["oldest_data_at"]) if manifest["oldest_data_at"] else None
+            oldest = (
+                manifest_instant(manifest["oldest_data_at"]) if manifest["oldest_data_at"] else None
+            )
         if oldest is None:
             return by_life
         return min(by_life, oldest + timedelta(days=self.max_age_days))
@@ -469,7 +471,7 @@ class BackupRetention:
 LEGACY_DATA_AGE_DAYS = 31
 
 
-def _instant(text: str) -> datetime:
+def manifest_instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
@@ -802,7 +804,7 @@ def restore(
     an old backup brings back nothing the retention forbids, and makes nothing younger."""
     log = logger()
     manifest = load_manifest(backup_path)
-    created_at = _instant(manifest["created_at"])
+    created_at = manifest_instant(manifest["created_at"])
     selected = _selected(manifest, mapping)
     for entry, target in selected:
         info = couch.db_info(target)
@@ -887,7 +889,7 @@ def _may_hold_older(entry: JSON, keep: DataCutoff) -> bool:
     if "oldest_data_at" not in entry:
         return True
     oldest = entry["oldest_data_at"]
-    return oldest is not None and _instant(oldest) < keep.cutoff
+    return oldest is not None and manifest_instant(oldest) < keep.cutoff
 
 
 def live_digest(
@@ -939,7 +941,7 @@ def verify(
     cutoff, as the restore applies it), both sides without the documents older than it."""
     log = logger()
     manifest = load_manifest(backup_path)
-    created_at = _instant(manifest["created_at"])
+    created_at = manifest_instant(manifest["created_at"])
     checked = 0
     documents = 0
     for entry, target in _selected(manifest, mapping):

@@ -13,10 +13,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from couchops import __version__, pseudonym
+from couchops.audit import audit
 from couchops.backup import (
     backup,
     expire_backups,
@@ -33,6 +35,7 @@ from couchops.errors import OpsError, PartialFailure, SettingsError
 from couchops.log import configure, logger
 from couchops.metrics import build_registry, push
 from couchops.purge import PurgeOptions, purge
+from couchops.retention import DataCutoff
 from couchops.settings import Settings, load_settings, read_secret_file
 
 Counts = dict[str, float]
@@ -95,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, help="stop after N purge requests (throttle)")
     p.add_argument(
         "--no-compact", action="store_true", help="do not compact after purging [PURGE_COMPACT]"
+    )
+    p.add_argument(
+        "--no-audit", action="store_true", help="do not audit the databases after purging"
     )
 
     p = sub.add_parser(
@@ -184,6 +190,20 @@ def _add_gdpr_commands(sub: Any) -> None:
     _common(p)
     p.add_argument("pseudonym", help="db~<12 hex>, as the logs show it")
 
+    p = sub.add_parser(
+        "audit",
+        help="prove that nothing older than the budget is readable anywhere",
+        description="Read every database through every channel (documents, conflicts and old "
+        "revisions, _all_docs, _changes, Mango, every view plain/stable/update=false, each "
+        "shard copy) and every backup in BACKUP_DIR; fail (exit 4) if anything older than "
+        "GDPR_MAX_AGE_DAYS (or --older-than-days) is readable. `purge` runs it after itself "
+        "with its own cutoff.",
+    )
+    _common(p)
+    p.add_argument("--database", action="append", help="only this database (repeatable)")
+    p.add_argument("--older-than-days", type=int, help="cutoff age [GDPR_MAX_AGE_DAYS]")
+    p.add_argument("--backup-dir", help="also audit the backups there [BACKUP_DIR]")
+
 
 FLAGS = {
     "purge_retention_days": "--retention-days",
@@ -250,7 +270,9 @@ def _cluster_setup(args: argparse.Namespace, settings: Settings) -> Counts:
 
 
 def _purge(args: argparse.Namespace, settings: Settings) -> Counts:
+    args.purge_started = datetime.now(UTC)
     options = PurgeOptions(
+        now=args.purge_started,
         retention_days=settings.purge_retention_days,
         timestamp_field=settings.purge_timestamp_field,
         dry_run=args.dry_run,
@@ -259,6 +281,27 @@ def _purge(args: argparse.Namespace, settings: Settings) -> Counts:
         max_batches=args.max_batches,
     )
     return purge(connect(settings), options, args.database).counts()
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> Counts:
+    now = datetime.now(UTC)
+    if getattr(args, "after_purge", False):
+        keep = settings.purge_cutoff(args.purge_started)
+        keep = replace(keep, now=now)
+    else:
+        days = getattr(args, "older_than_days", None) or settings.gdpr_max_age_days
+        keep = DataCutoff(now - timedelta(days=days), now, settings.purge_timestamp_field)
+    backup_dir = settings.backup_dir if not getattr(args, "after_purge", False) else None
+    report = audit(
+        connect(settings),
+        keep,
+        databases=getattr(args, "database", None),
+        backup_dir=backup_dir if backup_dir is not None and backup_dir.is_dir() else None,
+        backup_keep=DataCutoff(
+            now - timedelta(days=settings.gdpr_max_age_days), now, settings.purge_timestamp_field
+        ),
+    )
+    return report.counts()
 
 
 def _backup(args: argparse.Namespace, settings: Settings) -> Counts:
@@ -352,23 +395,23 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Counts]] = {
     "consolidate": _consolidate,
     "backup-expire": _backup_expire,
     "whois": _whois,
+    "audit": _audit,
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    operation: str = args.command
-    configure(args.log_level, operation=operation)
-    log = logger()
+def _run(operation: str, args: argparse.Namespace, settings: Settings | None) -> int:
+    """One operation: its settings (unless given), its metrics pushed, its outcome printed
+    (a JSON line of counts, or one line naming the problem); answers the exit code."""
+    log = logger().bind(operation=operation)
     started = time.monotonic()
-    settings: Settings | None = None
     counts: Counts = {}
     code = 0
     reason = ""
     try:
-        settings = load_settings(os.environ, _overrides(args), FLAGS)
-        pseudonym.keep_clear([settings.database])
-        log.info("couchops.start", version=__version__, couchdb=settings.couchdb_url)
+        if settings is None:
+            settings = load_settings(os.environ, _overrides(args), FLAGS)
+            pseudonym.keep_clear([settings.database])
+            log.info("couchops.start", version=__version__, couchdb=settings.couchdb_url)
         counts = COMMANDS[operation](args, settings)
     except PartialFailure as exc:
         code, reason, counts = exc.exit_code, str(exc), exc.counts
@@ -393,6 +436,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("couchops.succeeded", duration_seconds=round(duration, 3))
     print(json.dumps({"operation": operation, "ok": True, **counts}), flush=True)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    operation: str = args.command
+    configure(args.log_level, operation=operation)
+    code = _run(operation, args, None)
+    if operation == "purge" and not args.dry_run and not args.no_audit and code != 2:
+        # Every purge is proven by an audit with its own cutoff, reported as its own
+        # operation: a purge that failed on one database is audited on the others too.
+        args.after_purge = True
+        settings = load_settings(os.environ, _overrides(args), FLAGS)
+        audit_code = _run("audit", args, settings)
+        code = code or audit_code
+    return code
 
 
 if __name__ == "__main__":

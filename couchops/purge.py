@@ -239,14 +239,16 @@ def scan_changes(
     page: int = CHANGES_PAGE,
     *,
     include_docs: bool = True,
+    at: str | None = None,
 ) -> Iterator[JSON]:
-    """Every change of the database (winning document and all leaf revisions), paged.
+    """Every change of the database (winning document and all leaf revisions), paged; `at`:
+    the path to read instead of the clustered database's (a shard copy's).
 
     With a selector the server filters (`filter=_selector`); a server that refuses it is
     scanned whole.
     """
     since: Any = 0
-    path = f"{db_path(db)}/_changes"
+    path = f"{at or db_path(db)}/_changes"
     use_selector = selector is not None
     while True:
         params: dict[str, Any] = {

@@ -19,9 +19,9 @@ from couchops.backup import (
     MANIFEST,
     SORTED_KEYS_FORMAT,
     BackupRetention,
-    expire_backups,
     backup,
     content_digest,
+    expire_backups,
     list_backups,
     resolve_backup,
     restore,
@@ -95,7 +95,14 @@ def test_backup_restore_round_trip_keeps_documents_and_attachments_byte_identica
 ) -> None:
     source = make_db()
     count = seed(couch, source)
-    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[source], page=7)
+    result = backup(
+        couch,
+        tmp_path,
+        retention=BackupRetention(),
+        every_document=True,
+        databases=[source],
+        page=7,
+    )
 
     entry = result.manifest["databases"][0]
     assert entry["documents"] == count
@@ -155,7 +162,9 @@ def test_key_order_and_a_mango_index_field_order_survive_backup_and_restore(
     original = key_orders(couch, source)
     assert original == (["zeta", "alpha", "mid"], ["y", "b"], ["step", "createdAt"])
 
-    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[source])
+    result = backup(
+        couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[source]
+    )
     target = make_db(create=False)
     restore(couch, result.path, mapping={source: target})
 
@@ -171,7 +180,9 @@ def test_a_backup_of_the_sorted_keys_format_restores_each_mango_index_in_its_fie
     on [step, createdAt] into one on [createdAt, step] when restored."""
     source = make_db()
     seed_ordered(couch, source)
-    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[source])
+    result = backup(
+        couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[source]
+    )
     # The same backup as the earlier code wrote it: sorted keys, digests of that form.
     manifest = json.loads((result.path / MANIFEST).read_text())
     entry = manifest["databases"][0]
@@ -203,7 +214,9 @@ def test_verify_detects_a_corrupted_file_and_a_changed_live_database(
 ) -> None:
     db = make_db()
     seed(couch, db, users=5)
-    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db])
+    result = backup(
+        couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db]
+    )
     verify(result.path, couch=couch, live=True)
 
     couch.put(doc_path(db, "extra"), {"createdAt": days_ago(0)})
@@ -234,14 +247,24 @@ def test_a_backup_killed_midway_is_never_listed_and_the_next_run_cleans_it(
 
     monkeypatch.setattr(backup_module, "fetch_range", dying)
     with pytest.raises(KeyboardInterrupt):
-        backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db], page=5, concurrency=1)
+        backup(
+            couch,
+            tmp_path,
+            retention=BackupRetention(),
+            every_document=True,
+            databases=[db],
+            page=5,
+            concurrency=1,
+        )
     assert list_backups(tmp_path) == []
     assert len(list(tmp_path.glob(".tmp-*"))) == 1
     with pytest.raises(OpsError, match="no complete backup"):
         resolve_backup(tmp_path, "latest")
 
     monkeypatch.setattr(backup_module, "fetch_range", real)
-    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db], page=5)
+    result = backup(
+        couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db], page=5
+    )
     assert list_backups(tmp_path) == [result.path]
     assert not list(tmp_path.glob(".tmp-*"))
 
@@ -251,13 +274,15 @@ def test_restore_refuses_a_target_that_holds_documents(
 ) -> None:
     db = make_db()
     count = seed(couch, db, users=2)
-    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db])
+    result = backup(
+        couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db]
+    )
     with pytest.raises(OpsError, match="not empty"):
         restore(couch, result.path)
     assert couch.db_info(db)["doc_count"] == count  # type: ignore[index]
 
 
-def _fake_backup(root: Path, created: datetime, oldest: datetime | None | str) -> Path:
+def _fake_backup(root: Path, created: datetime, oldest: datetime | str | None) -> Path:
     path = root / created.strftime("%Y%m%dT%H%M%SZ")
     path.mkdir()
     manifest: dict[str, object] = {"format": "couchops-backup/2", "created_at": created.isoformat()}
@@ -317,7 +342,9 @@ def test_backup_files_are_gzip_json_lines_and_the_manifest_is_written_last(
 ) -> None:
     db = make_db()
     count = seed(couch, db, users=3)
-    result = backup(couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db])
+    result = backup(
+        couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db]
+    )
     manifest = json.loads((result.path / MANIFEST).read_text())
     entry = manifest["databases"][0]
     lines = gzip.decompress((result.path / entry["file"]).read_bytes()).splitlines()
