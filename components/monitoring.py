@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import pulumi
@@ -25,7 +25,7 @@ from pulumi_kubernetes.networking.v1 import (
 )
 
 from components.labels import PUSHES_METRICS_LABEL, standard_labels
-from supervision.context import MonitoringContext
+from supervision.context import MonitoringContext, Retention
 from supervision.dashboards import build_dashboards
 from supervision.rules import build_rule_groups
 
@@ -63,6 +63,8 @@ class MonitoringArgs:
     probe_job: str = "blackbox"
     scrape_interval: str = "30s"
     probe_interval: str = "30s"
+    # What the GDPR alerts' thresholds are checked against: the stack's budget and purge.
+    retention: Retention = field(default_factory=Retention)
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -92,6 +94,7 @@ class Monitoring(pulumi.ComponentResource):
             probe_job=args.probe_job,
             public_url=args.public_url,
             runbook_base_url=args.runbook_base_url,
+            retention=args.retention,
         )
 
         for target in (args.couchdb, args.webapp):

@@ -9,6 +9,7 @@ use; promtool then checks the labels, the annotations and the timing together.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 from supervision.context import MonitoringContext
 from supervision.rules import (
     alert_rules,
+    audit_gauge_query,
     build_rule_groups,
     probe_selector,
     selector,
@@ -89,10 +91,29 @@ _VALUE_FORMATS: Mapping[str, Callable[[float], str]] = {
     "$value | humanizePercentage": lambda v: _go_g4(v * 100) + "%",
 }
 _ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+# `{{ with query `EXPR` }}{{ . | first | value | FORMAT }}{{ else }}TEXT{{ end }}`: the value
+# of another expression at the alert's evaluation, as supervision.rules._queried writes it.
+_QUERY = re.compile(
+    r"\{\{ with query `(?P<expr>[^`]*)` \}\}\{\{ \. \| first \| value \| (?P<fmt>[\w ]+) \}\}"
+    r"\{\{ else \}\}(?P<absent>[^{]*)\{\{ end \}\}"
+)
 
 
-def render(template: str, labels: Mapping[str, str], value: float) -> str:
-    """Render an annotation template as Prometheus would, for the functions used here."""
+def render(
+    template: str,
+    labels: Mapping[str, str],
+    value: float,
+    queries: Mapping[str, float] | None = None,
+) -> str:
+    """Render an annotation template as Prometheus would, for the functions used here;
+    `queries` holds what the expressions queried by the template return (none: absent)."""
+    answers = queries or {}
+
+    def query(match: re.Match[str]) -> str:
+        expr = match.group("expr")
+        if expr not in answers:
+            return match.group("absent")
+        return _VALUE_FORMATS[f"$value | {match.group('fmt')}"](answers[expr])
 
     def action(match: re.Match[str]) -> str:
         body = match.group(1)
@@ -102,7 +123,7 @@ def render(template: str, labels: Mapping[str, str], value: float) -> str:
             return _VALUE_FORMATS[body](value)
         raise ValueError(f"template action '{{{{ {body} }}}}' is not supported by the tests")
 
-    return _ACTION.sub(action, template)
+    return _ACTION.sub(action, _QUERY.sub(query, template))
 
 
 @dataclass(frozen=True)
@@ -111,6 +132,8 @@ class Expect:
 
     labels: Mapping[str, str]
     value: float
+    # What the expressions the annotations query return at the evaluation.
+    queries: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -461,80 +484,215 @@ def _stories(ctx: MonitoringContext) -> list[Story]:
     return stories
 
 
+@dataclass(frozen=True)
+class _Scheduled:
+    """An operation run on a schedule, with its failure ticket and its staleness page."""
+
+    operation: str
+    failed: str
+    stale: str
+    cronjob: str
+    max_age_hours: int
+    every_hours: int
+
+
+def _held(values: Sequence[float]) -> str:
+    """promtool's notation for one sample per interval: runs of a value as `v x(n-1)`."""
+    parts = []
+    for value, run in itertools.groupby(values):
+        count = len(list(run))
+        parts.append(f"{value:g}x{count - 1}" if count > 1 else f"{value:g}")
+    return " ".join(parts)
+
+
+def _scheduled_stories(
+    ctx: MonitoringContext, job: _Scheduled, ops: Callable[[str], dict[str, str]]
+) -> list[Story]:
+    hour, step = 3600, 600
+    operation, max_age = job.operation, job.max_age_hours
+    late = (max_age + 1) * hour
+
+    def metric(name: str) -> str:
+        return name + selector(*((k, "=", v) for k, v in ops(operation).items()))
+
+    last_success = metric("couchops_last_success_timestamp_seconds")
+    cron = "kube_cronjob_status_last_successful_time" + selector(
+        ("namespace", "=", ctx.namespace), ("cronjob", "=", job.cronjob)
+    )
+    every = job.every_hours * hour
+    on_time = [(t // every) * every for t in range(0, late + step, step)]
+    return [
+        Story(
+            job.failed,
+            f"a {operation} run that reports failure opens a ticket",
+            {metric("couchops_run_success"): "0x10"},
+            "5m",
+            [Expect(ops(operation), 0)],
+        ),
+        Story(
+            job.failed,
+            f"a {operation} run that reports success is silent",
+            {metric("couchops_run_success"): "1x10"},
+            "5m",
+        ),
+        Story(
+            job.stale,
+            f"no {operation} success for {max_age + 1} hours pages",
+            {last_success: f"0x{late // step}"},
+            f"{max_age + 1}h",
+            [Expect({}, late)],
+            interval="10m",
+            long=True,
+        ),
+        Story(
+            job.stale,
+            f"a {operation} success every {job.every_hours} h is silent",
+            {last_success: _held(on_time)},
+            f"{max_age + 1}h",
+            interval="10m",
+            long=True,
+        ),
+        Story(
+            job.stale,
+            f"the CronJob's last success stands in when the Pushgateway lost the {operation}",
+            {cron: f"{late - 2 * hour}x{late // step}"},
+            f"{max_age + 1}h",
+            interval="10m",
+            long=True,
+        ),
+        Story(
+            job.stale,
+            f"no {operation} ever recorded, anywhere, pages once {max_age} hours passed",
+            {"up" + selector(("job", "=", ctx.ops_job)): f"1x{late // step}"},
+            f"{max_age + 1}h",
+            [Expect({}, late)],
+            interval="10m",
+            long=True,
+        ),
+    ]
+
+
+def _dst_stories(ctx: MonitoringContext, ops: Callable[[str], dict[str, str]]) -> list[Story]:
+    """The night the clocks go back, a quick run and then one that lasts its whole deadline
+    end `longest gap + deadline` apart: neither the purge nor the audit after it may page."""
+    step = 900
+    gap, run = ctx.retention.purge_longest_gap_hours, ctx.retention.purge_deadline_hours
+    apart = (gap + run) * 3600
+    stories = []
+    for operation, stale in (("purge", "GDPRPurgeStale"), ("audit", "GDPRAuditStale")):
+        name = "couchops_last_success_timestamp_seconds" + selector(
+            *((k, "=", v) for k, v in ops(operation).items())
+        )
+        stories.append(
+            Story(
+                stale,
+                f"{operation} successes {gap} h + a {run} h run apart (clocks going back) "
+                f"do not page",
+                {name: f"0x{apart // step - 1} {apart}x4"},
+                # The last evaluation before the second success is scraped: the oldest the
+                # first one ever looks.
+                f"{(apart - step) // 60}m",
+                interval="15m",
+                long=True,
+            )
+        )
+    return stories
+
+
+def _audit_stories(ctx: MonitoringContext, ops: Callable[[str], dict[str, str]]) -> list[Story]:
+    day = 86400
+
+    def metric(gauge: str) -> str:
+        return f"couchops_audit_{gauge}" + selector(*((k, "=", v) for k, v in ops("audit").items()))
+
+    ages = {
+        "oldest_database_data_age_seconds": 28 * day + 1800,
+        "oldest_backup_data_age_seconds": 30 * day + 3 * 3600,
+        "cutoff_age_seconds": 28 * day,
+    }
+    return [
+        Story(
+            "GDPRAuditFindings",
+            "an audit reading data past the retention pages, naming each copy's oldest data",
+            {metric("findings"): "3x10", **{metric(g): f"{v}x10" for g, v in ages.items()}},
+            "5m",
+            [
+                Expect(
+                    ops("audit"),
+                    3,
+                    queries={audit_gauge_query(ctx, g): v for g, v in ages.items()},
+                )
+            ],
+        ),
+        Story(
+            "GDPRAuditFindings",
+            "findings page even when the audit did not report the ages",
+            {metric("findings"): "1x10"},
+            "5m",
+            [Expect(ops("audit"), 1)],
+        ),
+        Story(
+            "GDPRAuditFindings",
+            "a clean audit is silent, however old the data it saw under the limit",
+            {
+                metric("findings"): "0x10",
+                metric("oldest_database_data_age_seconds"): f"{28 * day - 60}x10",
+                metric("cutoff_age_seconds"): f"{28 * day}x10",
+            },
+            "5m",
+        ),
+    ]
+
+
 def _job_stories(
     ctx: MonitoringContext,
     ops: Callable[[str], dict[str, str]],
     series: Callable[..., str],
 ) -> list[Story]:
     ns = ctx.namespace
-    hour = 3600
 
     def metric(name: str, operation: str) -> str:
         return name + selector(*((k, "=", v) for k, v in ops(operation).items()))
 
+    scheduled = (
+        _Scheduled(
+            "purge",
+            "GDPRPurgeFailed",
+            "GDPRPurgeStale",
+            ctx.purge_cronjob,
+            ctx.purge_max_age_hours,
+            24,
+        ),
+        _Scheduled(
+            "audit",
+            "GDPRAuditFailed",
+            "GDPRAuditStale",
+            ctx.purge_cronjob,
+            ctx.purge_max_age_hours,
+            24,
+        ),
+        _Scheduled(
+            "backup",
+            "BackupFailed",
+            "BackupStale",
+            ctx.backup_cronjob,
+            ctx.backup_max_age_hours,
+            24,
+        ),
+        _Scheduled(
+            "backup-expire",
+            "BackupExpiryFailed",
+            "BackupExpiryStale",
+            ctx.backup_expire_cronjob,
+            ctx.backup_expire_max_age_hours,
+            1,
+        ),
+    )
     stories: list[Story] = []
-    for operation, failed, stale, cronjob, max_age in (
-        ("purge", "GDPRPurgeFailed", "GDPRPurgeStale", ctx.purge_cronjob, ctx.purge_max_age_hours),
-        ("backup", "BackupFailed", "BackupStale", ctx.backup_cronjob, ctx.backup_max_age_hours),
-    ):
-        late = (max_age + 1) * hour
-        stories += [
-            Story(
-                failed,
-                f"a {operation} run that reports failure opens a ticket",
-                {metric("couchops_run_success", operation): "0x10"},
-                "5m",
-                [Expect(ops(operation), 0)],
-            ),
-            Story(
-                failed,
-                f"a {operation} run that reports success is silent",
-                {metric("couchops_run_success", operation): "1x10"},
-                "5m",
-            ),
-            Story(
-                stale,
-                f"no {operation} success for {max_age + 1} hours pages",
-                {metric("couchops_last_success_timestamp_seconds", operation): f"0x{late // 600}"},
-                f"{max_age + 1}h",
-                [Expect({}, late)],
-                interval="10m",
-                long=True,
-            ),
-            Story(
-                stale,
-                f"a {operation} success every day is silent",
-                {
-                    metric("couchops_last_success_timestamp_seconds", operation): (
-                        f"0x{24 * hour // 600 - 1} {24 * hour}x{late // 600 - 24 * hour // 600}"
-                    )
-                },
-                f"{max_age + 1}h",
-                interval="10m",
-                long=True,
-            ),
-            Story(
-                stale,
-                f"the CronJob's last success stands in when the Pushgateway lost the {operation}",
-                {
-                    series(
-                        "kube_cronjob_status_last_successful_time", namespace=ns, cronjob=cronjob
-                    ): f"{late - 2 * hour}x{late // 600}"
-                },
-                f"{max_age + 1}h",
-                interval="10m",
-                long=True,
-            ),
-            Story(
-                stale,
-                f"no {operation} ever recorded, anywhere, pages once {max_age} hours passed",
-                {series("up", job=ctx.ops_job): f"1x{late // 600}"},
-                f"{max_age + 1}h",
-                [Expect({}, late)],
-                interval="10m",
-                long=True,
-            ),
-        ]
+    for job in scheduled:
+        stories += _scheduled_stories(ctx, job, ops)
+    stories += _dst_stories(ctx, ops)
+    stories += _audit_stories(ctx, ops)
     stories += [
         Story(
             "GDPRPurgeInvalidTimestamps",
@@ -715,7 +873,7 @@ def _webapp_stories(ctx: MonitoringContext, series: Callable[..., str]) -> list[
 def _expected_alert(rule: Mapping[str, Any], expect: Expect) -> dict[str, Any]:
     labels = {**expect.labels, **rule["labels"]}
     annotations = {
-        key: render(str(template), labels, expect.value)
+        key: render(str(template), labels, expect.value, expect.queries)
         for key, template in rule["annotations"].items()
     }
     return {"exp_labels": labels, "exp_annotations": annotations}

@@ -349,36 +349,85 @@ def _stale_expr(ctx: MonitoringContext, operation: str, cronjob: str, max_age_ho
     )
 
 
-def _job_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
-    ns = selector(*eq(namespace=ctx.namespace))
-    backup_bytes = f"couchops_backup_bytes{ops_selector(ctx, 'backup')}"
+def audit_gauge_query(ctx: MonitoringContext, gauge: str) -> str:
+    """The last audit's `couchops_audit_<gauge>`, as an annotation asks Prometheus for it."""
+    return f"max(couchops_audit_{gauge}{ops_selector(ctx, 'audit')})"
+
+
+def _queried(expr: str, fmt: str) -> str:
+    """An annotation snippet showing the value of `expr` at the alert's evaluation."""
+    return (
+        f"{{{{ with query `{expr}` }}}}{{{{ . | first | value | {fmt} }}}}"
+        f"{{{{ else }}}}not reported{{{{ end }}}}"
+    )
+
+
+def gdpr_conditions(ctx: MonitoringContext) -> dict[str, str]:
+    """The expression of each alert that says personal data may outlive its budget, by alert
+    name: the rules alert on them and the deletion report finds when each held."""
+    return {
+        "GDPRAuditFindings": f"couchops_audit_findings{ops_selector(ctx, 'audit')} > 0",
+        "GDPRPurgeFailed": f"couchops_run_success{ops_selector(ctx, 'purge')} == 0",
+        "GDPRPurgeStale": _stale_expr(ctx, "purge", ctx.purge_cronjob, ctx.purge_max_age_hours),
+        "GDPRAuditFailed": f"couchops_run_success{ops_selector(ctx, 'audit')} == 0",
+        # The audit runs in the purge's Job, right after it: the same CronJob stands in.
+        "GDPRAuditStale": _stale_expr(ctx, "audit", ctx.purge_cronjob, ctx.purge_max_age_hours),
+        "BackupExpiryFailed": f"couchops_run_success{ops_selector(ctx, 'backup-expire')} == 0",
+        "BackupExpiryStale": _stale_expr(
+            ctx, "backup-expire", ctx.backup_expire_cronjob, ctx.backup_expire_max_age_hours
+        ),
+    }
+
+
+def _gdpr_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
+    env = ctx.environment
+    conditions = gdpr_conditions(ctx)
     never = "(decades means no success was ever recorded)"
+    days = ctx.retention.budget_days
+    oldest_db = _queried(
+        audit_gauge_query(ctx, "oldest_database_data_age_seconds"), "humanizeDuration"
+    )
+    oldest_backup = _queried(
+        audit_gauge_query(ctx, "oldest_backup_data_age_seconds"), "humanizeDuration"
+    )
+    cutoff = _queried(audit_gauge_query(ctx, "cutoff_age_seconds"), "humanizeDuration")
     return [
         _alert(
             ctx,
-            "GDPRPurgeFailed",
-            f"couchops_run_success{ops_selector(ctx, 'purge')} == 0",
-            severity="ticket",
-            summary=f"{ctx.environment}: the last GDPR purge failed",
+            "GDPRAuditFindings",
+            conditions["GDPRAuditFindings"],
+            severity="page",
+            summary=f"{env}: {COUNT} items of personal data older than the retention are readable",
             description=(
-                f"The last `couchops purge` run in {ctx.environment} reported a failure. "
-                f"Personal data older than 30 days may still be readable; the next run is "
-                f"tomorrow and {ctx.purge_max_age_hours} hours without a successful purge pages."
+                f"The last `couchops audit` in {env} found {COUNT} readable items older than its "
+                f"limit of {cutoff}. Oldest personal data readable: {oldest_db} in the databases, "
+                f"{oldest_backup} in the backups (0s: none). Data past {days} days in "
+                f"either copy breaks the contract's GDPR clause: tell the DPO."
+            ),
+        ),
+        _alert(
+            ctx,
+            "GDPRPurgeFailed",
+            conditions["GDPRPurgeFailed"],
+            severity="ticket",
+            summary=f"{env}: the last GDPR purge failed",
+            description=(
+                f"The last `couchops purge` run in {env} reported a failure. Personal data "
+                f"older than the {ctx.retention.purge_retention_days}-day retention may still "
+                f"be readable; the next run is tomorrow and {ctx.purge_max_age_hours} hours "
+                f"without a successful purge pages."
             ),
         ),
         _alert(
             ctx,
             "GDPRPurgeStale",
-            _stale_expr(ctx, "purge", ctx.purge_cronjob, ctx.purge_max_age_hours),
+            conditions["GDPRPurgeStale"],
             severity="page",
-            summary=(
-                f"{ctx.environment}: no successful GDPR purge for over "
-                f"{ctx.purge_max_age_hours} hours"
-            ),
+            summary=f"{env}: no successful GDPR purge for over {ctx.purge_max_age_hours} hours",
             description=(
-                f"The last successful GDPR purge in {ctx.environment} was {DURATION} ago {never}. "
-                f"The contract requires personal data to be gone after 30 days: data past "
-                f"that age is readable now."
+                f"The last successful GDPR purge in {env} was {DURATION} ago {never}. "
+                f"Personal data may be {ctx.purge_page_margin_hours} hours or less from "
+                f"being older than {days} days, which the contract forbids."
             ),
         ),
         _alert(
@@ -386,12 +435,72 @@ def _job_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
             "GDPRPurgeInvalidTimestamps",
             f"couchops_purge_documents_invalid_timestamp{ops_selector(ctx, 'purge')} > 0",
             severity="ticket",
-            summary=f"{ctx.environment}: {COUNT} documents cannot be dated by the GDPR purge",
+            summary=f"{env}: {COUNT} documents cannot be dated by the GDPR purge",
             description=(
                 f"The last purge found {COUNT} documents without a valid creation timestamp. "
-                f"The purge cannot tell their age, so they may stay past 30 days."
+                f"The purge cannot tell their age, so they may stay past {days} days."
             ),
         ),
+        _alert(
+            ctx,
+            "GDPRAuditFailed",
+            conditions["GDPRAuditFailed"],
+            severity="ticket",
+            summary=f"{env}: the last GDPR audit could not complete",
+            description=(
+                f"The last `couchops audit` run in {env} reported a failure: nothing shows "
+                f"that every database and backup is free of personal data older than the "
+                f"retention. {ctx.purge_max_age_hours} hours without a completed audit pages."
+            ),
+        ),
+        _alert(
+            ctx,
+            "GDPRAuditStale",
+            conditions["GDPRAuditStale"],
+            severity="page",
+            summary=f"{env}: no completed GDPR audit for over {ctx.purge_max_age_hours} hours",
+            description=(
+                f"The last completed GDPR audit in {env} was {DURATION} ago {never}. Nothing "
+                f"proves that no personal data older than {days} days is readable in the "
+                f"databases or the backups."
+            ),
+        ),
+        _alert(
+            ctx,
+            "BackupExpiryFailed",
+            conditions["BackupExpiryFailed"],
+            severity="ticket",
+            summary=f"{env}: the last backup expiry failed",
+            description=(
+                f"The last `couchops backup-expire` run in {env} reported a failure. A backup "
+                f"past its expiry keeps personal data beyond its budget until a run succeeds; "
+                f"the job runs hourly and {ctx.backup_expire_max_age_hours} hours without a "
+                f"success pages."
+            ),
+        ),
+        _alert(
+            ctx,
+            "BackupExpiryStale",
+            conditions["BackupExpiryStale"],
+            severity="page",
+            summary=(
+                f"{env}: no successful backup expiry for over "
+                f"{ctx.backup_expire_max_age_hours} hours"
+            ),
+            description=(
+                f"The last successful `couchops backup-expire` in {env} was {DURATION} ago "
+                f"{never}. Backups past their expiry are still on the volume: the personal "
+                f"data they hold may be older than {days} days."
+            ),
+        ),
+    ]
+
+
+def _job_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
+    ns = selector(*eq(namespace=ctx.namespace))
+    backup_bytes = f"couchops_backup_bytes{ops_selector(ctx, 'backup')}"
+    never = "(decades means no success was ever recorded)"
+    return [
         _alert(
             ctx,
             "BackupFailed",
@@ -586,6 +695,7 @@ def build_rule_groups(ctx: MonitoringContext) -> list[dict[str, Any]]:
         _group(ctx, "slo", _slo_alerts(ctx)),
         _group(ctx, "couchdb", _couchdb_alerts(ctx)),
         _group(ctx, "storage", _storage_alerts(ctx)),
+        _group(ctx, "gdpr", _gdpr_alerts(ctx)),
         _group(ctx, "jobs", _job_alerts(ctx)),
         _group(ctx, "certificates", _certificate_alerts(ctx)),
         _group(ctx, "webapp", _webapp_alerts(ctx)),

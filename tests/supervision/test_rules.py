@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from supervision.context import ENVIRONMENTS, MonitoringContext, default_context
+from supervision.context import ENVIRONMENTS, MonitoringContext, Retention, default_context
 from supervision.export import files, stale
 from supervision.rule_tests import missing_stories, render
 from supervision.rules import SEVERITIES, alert_rules, build_rule_groups
@@ -117,6 +117,11 @@ def test_label_values_are_escaped_in_selectors() -> None:
         ({"public_url": "http://x"}, "https://"),
         ({"runbook_base_url": "https://x/"}, "must not end with '/'"),
         ({"couchdb_replicas": 0}, "couchdb_replicas"),
+        # 25 h between starts the night the clocks go back, then a 6 h run: 31 h is normal.
+        ({"purge_max_age_hours": 31}, "would page on a normal day"),
+        # 30 days of retention leave the late purge no time at all before the budget.
+        ({"retention": Retention(purge_retention_days=30)}, "pages too late"),
+        ({"backup_expire_max_age_hours": 0}, "backup_expire_max_age_hours"),
     ],
 )
 def test_a_bad_context_is_refused_with_the_field_named(
