@@ -7,11 +7,13 @@ hands the raw values to `Settings.model_validate`.
 
 from __future__ import annotations
 
+import functools
+import math
 import re
-from datetime import UTC, datetime, timedelta
+import zoneinfo
+from datetime import timedelta
 from typing import Annotated, Literal, Self
 
-from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,6 +25,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from infra.schedules import CronError, Gap, NoGap, longest_gap, parse
+
 # Data residency is contractual: customer data never leaves French data centres. The
 # allowed regions are therefore code, reviewed like code, not a stack setting that a
 # one-line config change could widen. Values are the `topology.kubernetes.io/region`
@@ -32,7 +36,15 @@ FRENCH_REGIONS: frozenset[str] = frozenset(
 )
 
 # GDPR: nothing personal older than 30 days may remain readable anywhere, backups included.
+# The one definition of the 30 days in the Pulumi program: `gdpr.maxAgeDays` may lower the
+# budget, never raise it, and every copy's worst case is checked against that budget.
 MAX_RETENTION_DAYS = 30
+
+# A daily purge that runs every day of the year still leaves 25 hours between two runs once a
+# year, when the clocks go back; more than that means a day without a purge.
+PURGE_MAX_INTERVAL = timedelta(hours=25)
+# couchops takes BACKUP_EXPIRY_INTERVAL_HOURS up to 24 (couchops/settings.py).
+BACKUP_EXPIRY_MAX_INTERVAL_HOURS = 24
 
 # The contract gives the project exactly this many dedicated nodes.
 DEDICATED_NODE_COUNT = 5
@@ -46,6 +58,8 @@ _FQDN = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
 _COUCHDB_DB_NAME = re.compile(r"^[a-z][a-z0-9_$()+/-]*$")
 _K8S_VERSION = re.compile(r"^1\.(\d+)\.(\d+)$")
+# Each part of a CronJob's timeZone, as the API server checks it (pkg/apis/batch/validation).
+_TIME_ZONE_PART = re.compile(r"^[A-Za-z.\-_0-9+]{1,14}$")
 # repository[:port]/path:tag or ...@sha256:<64 hex>; the tag may not be `latest`.
 _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*)"
@@ -104,8 +118,31 @@ def _check_dns_label(value: str) -> str:
 
 
 def _check_cron(value: str) -> str:
-    if not croniter.is_valid(value) or len(value.split()) != 5:
-        raise ValueError(f"'{value}' is not a 5-field cron expression (example: '15 2 * * *')")
+    try:
+        parse(value)
+    except CronError as error:
+        raise ValueError(
+            f"'{value}' is not a schedule the CronJob controller accepts: {error} "
+            "(allowed: 5 cron fields, e.g. '30 3 * * *')"
+        ) from None
+    return value
+
+
+@functools.cache
+def _known_time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _check_time_zone(value: str) -> str:
+    parts_ok = all(
+        _TIME_ZONE_PART.match(part) and part not in (".", "..") and not part.startswith("-")
+        for part in value.split("/")
+    )
+    if not parts_ok or value.lower() == "local" or value not in _known_time_zones():
+        raise ValueError(
+            f"'{value}' is not an IANA time zone name (allowed: e.g. Europe/Paris, as in the "
+            "zone database that CronJob timeZone uses)"
+        )
     return value
 
 
@@ -113,25 +150,21 @@ Quantity = Annotated[str, AfterValidator(_check_quantity)]
 Image = Annotated[str, AfterValidator(_check_image)]
 DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
 Cron = Annotated[str, AfterValidator(_check_cron)]
+TimeZone = Annotated[str, AfterValidator(_check_time_zone)]
 RetentionDays = Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS)]
 
 
-def longest_gap(schedule: str, *, horizon_days: int = 400) -> timedelta:
-    """The longest interval between two runs of a cron schedule over a horizon.
+def _hours(length: timedelta) -> str:
+    """25:00:00, 6:00:00: a duration in hours, however many."""
+    seconds = int(length.total_seconds())
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02}:{seconds % 60:02}"
 
-    A year and more is sampled so that monthly or weekday-only schedules show their
-    real worst case, not the first gap.
-    """
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    end = start + timedelta(days=horizon_days)
-    runs = croniter(schedule, start)
-    previous = runs.get_next(datetime)
-    worst = timedelta(0)
-    while previous < end:
-        current = runs.get_next(datetime)
-        worst = max(worst, current - previous)
-        previous = current
-    return worst
+
+def _days(length: timedelta) -> str:
+    """30 days 07:00:00: an age in days and time of day."""
+    seconds = int(length.total_seconds()) % 86400
+    unit = "day" if length.days == 1 else "days"
+    return f"{length.days} {unit} {seconds // 3600:02}:{seconds % 3600 // 60:02}:{seconds % 60:02}"
 
 
 class RuleViolation(ValueError):
@@ -265,26 +298,34 @@ class OpsSettings(_Model):
 
 
 class BackupSettings(_Model):
+    """The backup volume and the three CronJobs that share it."""
+
     schedule: Cron = "15 1 * * *"
-    retention_days: RetentionDays = MAX_RETENTION_DAYS
+    # A week: enough to restore from a bad night, short enough that a backup may hold data
+    # nearly as old as the budget allows (see Settings._backups_within_the_budget).
+    retention_days: RetentionDays = 7
     storage_size: Quantity
     storage_class: DnsLabel | None = None
+    # Weekly, in working hours, clear of the nightly backup sharing the same volume.
+    verify_schedule: Cron = "0 9 * * 0"
+    # Hourly, apart from the backup itself, so backups expire even when backups fail.
+    expiry_schedule: Cron = "7 * * * *"
 
 
 class PurgeSettings(_Model):
-    schedule: Cron = "30 2 * * *"
-    retention_days: RetentionDays = MAX_RETENTION_DAYS
+    # 03:30 exists every day in Europe/Paris; 02:30 does not on the last Sunday of March.
+    schedule: Cron = "30 3 * * *"
+    # The longest the budget allows with a daily purge and a 6-hour run (28 + 25 h + 6 h).
+    retention_days: RetentionDays = 28
+    # A run that has not finished by then is stopped; data it did not reach waits for the
+    # next run, so this counts in the database's worst case.
+    deadline_hours: Annotated[int, Field(ge=1, le=23)] = 6
 
-    @field_validator("schedule")
-    @classmethod
-    def _at_least_daily(cls, value: str) -> str:
-        gap = longest_gap(value)
-        if gap > timedelta(days=1):
-            raise ValueError(
-                f"schedule '{value}' leaves up to {gap} between purges "
-                "(allowed: at least one run every 24 hours)"
-            )
-        return value
+
+class GdprSettings(_Model):
+    """The one retention budget: no copy of personal data may be older than this."""
+
+    max_age_days: Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS)] = MAX_RETENTION_DAYS
 
 
 class ConsolidationSettings(_Model):
@@ -318,6 +359,9 @@ class Settings(_Model):
     purge: PurgeSettings
     monitoring: MonitoringSettings
     consolidation: ConsolidationSettings = ConsolidationSettings()
+    gdpr: GdprSettings = GdprSettings()
+    # Where every CronJob's schedule is read (CronJob spec.timeZone).
+    time_zone: TimeZone = "Europe/Paris"
 
     @field_validator("kubernetes_version")
     @classmethod
@@ -367,9 +411,100 @@ class Settings(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _schedules_run_in_their_zone(self) -> Self:
+        schedules = {
+            "backup.schedule": self.backup.schedule,
+            "backup.verifySchedule": self.backup.verify_schedule,
+            "backup.expirySchedule": self.backup.expiry_schedule,
+            "purge.schedule": self.purge.schedule,
+        }
+        for key, schedule in schedules.items():
+            try:
+                longest_gap(schedule, self.time_zone)
+            except NoGap as error:
+                raise RuleViolation(
+                    key, schedule, f"{error} in {self.time_zone} (allowed: a schedule that runs)"
+                ) from None
+        purge = self.purge_gap
+        if purge.length > PURGE_MAX_INTERVAL:
+            raise RuleViolation(
+                "purge.schedule",
+                self.purge.schedule,
+                f"{purge.where()}, leaving {_hours(purge.length)} between purges "
+                f"(allowed: at most {PURGE_MAX_INTERVAL // timedelta(hours=1)} hours)",
+            )
+        if self.backup_expiry_interval_hours > BACKUP_EXPIRY_MAX_INTERVAL_HOURS:
+            expiry = longest_gap(self.backup.expiry_schedule, self.time_zone)
+            raise RuleViolation(
+                "backup.expirySchedule",
+                self.backup.expiry_schedule,
+                f"{expiry.where()}, leaving {_hours(expiry.length)} between expiry runs "
+                f"(allowed: at most {BACKUP_EXPIRY_MAX_INTERVAL_HOURS} hours)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _database_within_the_budget(self) -> Self:
+        budget = timedelta(days=self.gdpr.max_age_days)
+        gap, run = self.purge_gap.length, timedelta(hours=self.purge.deadline_hours)
+        retention = self.purge.retention_days
+        # Data turns `retention` days old just after a purge started; the next one starts up
+        # to `gap` later and may take until its deadline to reach it. Runs are taken to start
+        # on time: a run started late (up to startingDeadlineSeconds) or failed is for the
+        # GDPRPurgeFailed/GDPRPurgeStale alerts, not for this bound.
+        worst = timedelta(days=retention) + gap + run
+        if worst > budget:
+            allowed = (budget - gap - run).days
+            raise RuleViolation(
+                "purge.retentionDays",
+                retention,
+                f"the database would keep personal data up to {_days(worst)} ({retention} days "
+                f"retention + up to {_hours(gap)} between purges in {self.time_zone} + a run of "
+                f"up to {_hours(run)}), over the {self.gdpr.max_age_days}-day budget "
+                f"{{namespace}}:gdpr.maxAgeDays (allowed: {_at_most(allowed)})",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _backups_within_the_budget(self) -> Self:
+        # A backup copies only data younger than what is left of the budget once the backup's
+        # own life and the wait for the expiry job are taken out (couchops/retention.py):
+        # nothing in it outlives the budget. Without anything left, no data may be copied.
+        retention, interval = self.backup.retention_days, self.backup_expiry_interval_hours
+        life = timedelta(days=retention, hours=interval)
+        if life >= timedelta(days=self.gdpr.max_age_days):
+            allowed = (self.gdpr.max_age_days * 24 - interval - 1) // 24
+            raise RuleViolation(
+                "backup.retentionDays",
+                retention,
+                f"backups would keep what they hold up to {_days(life)} ({retention} days "
+                f"retention + up to {_hours(timedelta(hours=interval))} between expiry runs in "
+                f"{self.time_zone}), leaving no data young enough to back up under the "
+                f"{self.gdpr.max_age_days}-day budget {{namespace}}:gdpr.maxAgeDays "
+                f"(allowed: {_at_most(allowed)})",
+            )
+        return self
+
     @property
     def namespace(self) -> str:
         return f"onboarding-{self.environment}"
+
+    @property
+    def purge_gap(self) -> Gap:
+        """The longest wait between two purges, in the zone the CronJob runs in."""
+        return longest_gap(self.purge.schedule, self.time_zone)
+
+    @property
+    def backup_expiry_interval_hours(self) -> int:
+        """The longest wait between two expiry runs, in whole hours rounded up: what couchops
+        takes out of a backup's data window (BACKUP_EXPIRY_INTERVAL_HOURS)."""
+        gap = longest_gap(self.backup.expiry_schedule, self.time_zone).length
+        return math.ceil(gap / timedelta(hours=1))
+
+
+def _at_most(days: int) -> str:
+    return f"at most {days}" if days >= 1 else "none, whatever the retention"
 
 
 class SettingsError(ValueError):
@@ -395,6 +530,8 @@ def describe_errors(error: ValidationError, namespace: str) -> str:
         violation = item.get("ctx", {}).get("error")
         if isinstance(violation, RuleViolation):
             rule_key = f"{key}.{violation.key}" if location else f"{namespace}:{violation.key}"
+            # A rule's message names other settings as `{namespace}:key`.
+            message = message.replace("{namespace}", namespace)
             lines.append(f"{rule_key} = {violation.value!r}: {message}")
         elif item["type"] == "missing":
             lines.append(f"{key}: is required but not set")

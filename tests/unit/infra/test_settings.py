@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
 from typing import Any
 
 import pulumi
@@ -14,7 +13,6 @@ from hypothesis import strategies as st
 from infra.settings import (
     FRENCH_REGIONS,
     SettingsError,
-    longest_gap,
     parse_settings,
     quantity_value,
 )
@@ -55,8 +53,11 @@ INVALID = [
     ("prod", "purge.retentionDays", 31, ["onboarding:purge.retentionDays = 31", "30"]),
     ("prod", "purge.retentionDays", 0, ["onboarding:purge.retentionDays = 0", "1"]),
     ("prod", "backup.retentionDays", 45, ["onboarding:backup.retentionDays = 45", "30"]),
-    ("prod", "purge.schedule", "0 3 * * 1", ["onboarding:purge.schedule", "every 24 hours"]),
-    ("prod", "purge.schedule", "every day", ["onboarding:purge.schedule", "cron"]),
+    ("prod", "purge.schedule", "0 3 * * 1", ["onboarding:purge.schedule", "at most 25 hours"]),
+    ("prod", "purge.schedule", "every day", ["onboarding:purge.schedule", "5 cron fields"]),
+    ("prod", "gdpr.maxAgeDays", 31, ["onboarding:gdpr.maxAgeDays = 31", "30"]),
+    ("prod", "gdpr.maxAgeDays", 0, ["onboarding:gdpr.maxAgeDays = 0", "1"]),
+    ("prod", "purge.deadlineHours", 24, ["onboarding:purge.deadlineHours = 24", "23"]),
     ("prod", "nodePool.nodes.2.region", "eu-west-1", ["nodePool.nodes[2].region", "fr-par"]),
     ("prod", "couchdb.image", "couchdb:latest", ["onboarding:couchdb.image", "latest"]),
     ("prod", "webapp.image", "registry.example.fr/web", ["onboarding:webapp.image", "pinned"]),
@@ -115,12 +116,14 @@ def test_more_than_five_dedicated_nodes_is_rejected() -> None:
         parse_settings(raw)
 
 
-# No deadline: each case validates a cron schedule over a year, slow on a loaded machine.
+# No deadline: each case validates settings whose schedules are checked over two years.
 @settings(deadline=None)
 @given(st.integers(min_value=-1000, max_value=1000))
-def test_purge_retention_is_accepted_exactly_within_one_to_thirty_days(days: int) -> None:
+def test_purge_retention_is_accepted_exactly_within_one_to_twenty_eight_days(days: int) -> None:
+    # The stacks' daily purge leaves up to 25 hours between runs and may run 6 hours: 28 days
+    # is the most that keeps the database within 30 days.
     raw = with_change("prod", "purge.retentionDays", days)
-    if 1 <= days <= 30:
+    if 1 <= days <= 28:
         assert parse_settings(raw).purge.retention_days == days
     else:
         with pytest.raises(SettingsError):
@@ -136,19 +139,6 @@ def test_only_french_regions_are_accepted(region: str) -> None:
     else:
         with pytest.raises(SettingsError, match="outside France"):
             parse_settings(raw)
-
-
-@pytest.mark.parametrize(
-    ("schedule", "gap"),
-    [
-        ("30 2 * * *", timedelta(days=1)),
-        ("0 */6 * * *", timedelta(hours=6)),
-        ("0 3 * * 1-5", timedelta(days=3)),
-        ("0 0 1 * *", timedelta(days=31)),
-    ],
-)
-def test_longest_gap_finds_the_worst_interval(schedule: str, gap: timedelta) -> None:
-    assert longest_gap(schedule) == gap
 
 
 @pytest.mark.parametrize(
