@@ -443,9 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     operation: str = args.command
     configure(args.log_level, operation=operation)
     code = _run(operation, args, None)
-    if operation == "purge" and not args.dry_run and not args.no_audit and code != 2:
+    if operation == "purge" and not args.dry_run and not args.no_audit and code in (0, 1):
         # Every purge is proven by an audit with its own cutoff, reported as its own
-        # operation: a purge that failed on one database is audited on the others too.
+        # operation: a purge that failed on one database is audited on the others too (not
+        # one stopped by a bad setting or an unreachable server: that is alerted already).
         args.after_purge = True
         settings = load_settings(os.environ, _overrides(args), FLAGS)
         audit_code = _run("audit", args, settings)

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import requests
 
+from couchops.accounts import PLATFORM_MARK, account_id
 from couchops.couch import JSON, Couch, db_path, doc_path
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
@@ -276,20 +277,29 @@ def ensure_app_user(couch: Couch, settings: Settings, report: SetupReport) -> No
         session = requests.get(
             couch.url + "/_session", auth=(name, password), timeout=couch.timeout
         )
-        if session.status_code == 200 and session.json().get("userCtx", {}).get("name") == name:
-            return
+        logged_in = (
+            session.status_code == 200 and session.json().get("userCtx", {}).get("name") == name
+        )
     except requests.RequestException as exc:
         raise CouchError(f"CouchDB at {couch.url} is unreachable ({exc})") from exc
-    doc_id = f"org.couchdb.user:{name}"
+    doc_id = account_id(name)
     current = couch.get_doc("_users", doc_id) or {}
-    doc: JSON = {"_id": doc_id, "name": name, "type": "user", "roles": [], "password": password}
+    if logged_in and current.get(PLATFORM_MARK):
+        return
+    # Marked as the platform's: the purge removes the accounts of users whose data is gone.
+    doc: JSON = {"_id": doc_id, "name": name, "type": "user", "roles": [], PLATFORM_MARK: True}
     if "_rev" in current:
-        doc["_rev"] = current["_rev"]
+        doc = {**current, PLATFORM_MARK: True} if logged_in else {**doc, "_rev": current["_rev"]}
         doc["roles"] = current.get("roles", [])
+    if not logged_in:
+        doc["password"] = password
     couch.request("PUT", doc_path("_users", doc_id), body=doc, ok=(201, 202))
-    report.change(
-        "updated the application user's password" if current else "created the application user"
-    )
+    if logged_in:
+        report.change("marked the application user as a platform account")
+    else:
+        report.change(
+            "updated the application user's password" if current else "created the application user"
+        )
 
 
 def ensure_security(couch: Couch, settings: Settings, report: SetupReport) -> None:

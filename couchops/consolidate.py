@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from couchops import jsoncodec
+from couchops.accounts import USERS, account_id, purge_documents
 from couchops.couch import JSON, Couch, db_path, doc_path, shard_copies
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
@@ -51,6 +52,7 @@ class ConsolidateStats:
     documents_verified: int = 0
     conflict_revisions_copied: int = 0
     design_documents_skipped: int = 0
+    accounts_purged: int = 0
     failures: list[str] = field(default_factory=list)
 
     def add(self, other: ConsolidateStats) -> None:
@@ -249,6 +251,10 @@ def _process_group(
         if delete_sources:
             couch.request("DELETE", db_path(source.name), ok=(200, 202, 404))
             stats.sources_deleted += 1
+            # The user's account goes with their data (`couchops.accounts`).
+            stats.accounts_purged += purge_documents(
+                couch, USERS, [account_id(user_from_userdb(source.name) or "")]
+            )
     return stats
 
 

@@ -83,6 +83,8 @@ class Candidate:
 class PurgeStats:
     databases: int = 0
     databases_failed: int = 0
+    accounts_purged: int = 0
+    replication_jobs_purged: int = 0
     documents_scanned: int = 0
     documents_purged: int = 0
     revisions_purged: int = 0
@@ -100,6 +102,8 @@ class PurgeStats:
         return {
             "databases": self.databases,
             "databases_failed": self.databases_failed,
+            "accounts_purged": self.accounts_purged,
+            "replication_jobs_purged": self.replication_jobs_purged,
             "documents_scanned": self.documents_scanned,
             "documents_purged": self.documents_purged,
             "revisions_purged": self.revisions_purged,
@@ -805,6 +809,28 @@ def _purged_infos_limit(couch: Couch, db: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _purge_accounts(
+    couch: Couch, options: PurgeOptions, stats: PurgeStats, failed: list[str]
+) -> None:
+    """Prospects' accounts and replication jobs whose data is gone (`couchops.accounts`)."""
+    from couchops.accounts import purge_accounts  # noqa: PLC0415 - it builds on this module
+
+    try:
+        counts, due = purge_accounts(couch, dry_run=options.dry_run)
+    except Exception as exc:  # reported, and the run exits non-zero
+        failed.append("_users")
+        logger().error("purge.accounts_failed", reason=describe(exc))
+        return
+    stats.accounts_purged += counts.accounts_purged
+    stats.replication_jobs_purged += counts.replication_jobs_purged
+    if options.dry_run:
+        stats.documents_would_purge += len(due)
+        for doc_id in due:
+            # An account's id holds the user name: listed by pseudonym.
+            entry = {"database": "_users|_replicator", "id": label(doc_id), "reason": "data gone"}
+            options.listing.write(json.dumps(entry) + "\n")
+
+
 def purge(
     couch: Couch,
     options: PurgeOptions,
@@ -842,6 +868,8 @@ def purge(
                 exc_info=not isinstance(exc, OpsError),
             )
         stats.databases += 1
+    if not databases and stats.complete:
+        _purge_accounts(couch, options, stats, failed)
     stats.databases_failed = len(failed)
     duration = clock() - started
     rate = stats.documents_purged / duration if duration > 0 else 0.0
