@@ -9,18 +9,24 @@ from pulumi_kubernetes.batch.v1 import CronJob
 
 from components.ops_job import OpsJobTemplate, Schedule, ops_cron_job
 
-MAX_RETENTION_DAYS = 30
-
 
 @dataclass(frozen=True)
 class GdprPurgeArgs:
+    """What the purge removes and when it runs.
+
+    infra/settings.py checked these together: data reaches at most `retention_days`, plus the
+    longest wait between two runs of `schedule` in `time_zone`, plus one run up to
+    `deadline_seconds`, and that stays within the `max_age_days` budget.
+    """
+
     namespace: pulumi.Input[str]
     ops: OpsJobTemplate
     database: str
     schedule: str
-    retention_days: int = MAX_RETENTION_DAYS
-    # Generous, but well inside a day so a stuck run never overlaps the next one.
-    deadline_seconds: int = 6 * 3600
+    time_zone: str
+    retention_days: int
+    max_age_days: int
+    deadline_seconds: int
 
 
 class GdprPurge(pulumi.ComponentResource):
@@ -33,21 +39,22 @@ class GdprPurge(pulumi.ComponentResource):
         self, name: str, args: GdprPurgeArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("onboarding:platform:GdprPurge", name, None, opts)
-        if not 1 <= args.retention_days <= MAX_RETENTION_DAYS:
-            raise ValueError(
-                f"purge retention {args.retention_days} days is outside 1..{MAX_RETENTION_DAYS}"
-            )
         self.cron_job = ops_cron_job(
             f"{name}-cronjob",
             self,
             args.ops,
             namespace=args.namespace,
             operation="purge",
-            schedule=Schedule(cron=args.schedule, deadline_seconds=args.deadline_seconds),
+            schedule=Schedule(
+                cron=args.schedule,
+                deadline_seconds=args.deadline_seconds,
+                time_zone=args.time_zone,
+            ),
             args=["purge"],
             env={
                 "COUCHDB_DATABASE": args.database,
                 "PURGE_RETENTION_DAYS": str(args.retention_days),
+                "GDPR_MAX_AGE_DAYS": str(args.max_age_days),
             },
         )
         self.register_outputs({"schedule": args.schedule})

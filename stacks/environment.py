@@ -24,8 +24,9 @@ from components.webapp import CouchDBAccess, WebApp, WebAppArgs
 from components.workload import ContainerResources, Scheduling
 from infra.settings import FRENCH_REGIONS, ResourceSettings, Settings, quantity_value
 
-# Operations jobs that may run at once: the setup Job, a backup and a purge.
-CONCURRENT_OPS_JOBS = 3
+# Operations jobs that may run at once: the setup Job, a backup (or the weekly verify), a
+# purge and the hourly backup expiry.
+CONCURRENT_OPS_JOBS = 4
 # Room for rolling updates (surge pods) above the steady state.
 QUOTA_HEADROOM = 1.25
 
@@ -184,8 +185,13 @@ def build_environment(
             namespace=namespace.name,
             ops=couchdb.ops,
             schedule=settings.backup.schedule,
-            retention_days=settings.backup.retention_days,
+            verify_schedule=settings.backup.verify_schedule,
+            expiry_schedule=settings.backup.expiry_schedule,
+            time_zone=settings.time_zone,
             storage_size=settings.backup.storage_size,
+            retention_days=settings.backup.retention_days,
+            max_age_days=settings.gdpr.max_age_days,
+            expiry_interval_hours=settings.backup_expiry_interval_hours,
             storage_class=settings.backup.storage_class,
         ),
         opts=in_namespace,
@@ -197,7 +203,10 @@ def build_environment(
             ops=couchdb.ops,
             database=settings.couchdb.database,
             schedule=settings.purge.schedule,
+            time_zone=settings.time_zone,
             retention_days=settings.purge.retention_days,
+            max_age_days=settings.gdpr.max_age_days,
+            deadline_seconds=settings.purge.deadline_hours * 3600,
         ),
         opts=in_namespace,
     )

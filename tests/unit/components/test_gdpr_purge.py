@@ -1,4 +1,4 @@
-"""components/gdpr_purge.py: daily, 30 days at most, never two runs at once."""
+"""components/gdpr_purge.py: daily in Paris time, within the GDPR budget, never two runs at once."""
 
 from __future__ import annotations
 
@@ -7,38 +7,50 @@ from datetime import timedelta
 import pulumi
 import pytest
 
-from components.gdpr_purge import GdprPurge, GdprPurgeArgs
-from infra.settings import longest_gap
-from tests.unit.harness import Recorded, RecordingMocks, one
+from infra.schedules import longest_gap
+from tests.unit.harness import Recorded, one, raw_stack, run_program
 
 
 def purge_job(stack: list[Recorded]) -> Recorded:
     return one(stack, "CronJob", "couchops-purge")
 
 
-def test_purge_runs_at_least_daily_with_retention_at_most_30_days(stack: list[Recorded]) -> None:
-    cron = purge_job(stack)
-    assert longest_gap(cron.spec["schedule"]) <= timedelta(days=1)
-    container = cron.spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e.get("value") for e in container["env"]}
+def purge_env(stack: list[Recorded]) -> dict[str, str]:
+    container = purge_job(stack).spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["purge"]
-    assert 1 <= int(env["PURGE_RETENTION_DAYS"]) <= 30
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_purge_runs_daily_at_0330_paris_time_with_28_days_retention(
+    stack: list[Recorded],
+) -> None:
+    spec = purge_job(stack).spec
+    assert (spec["schedule"], spec["timeZone"]) == ("30 3 * * *", "Europe/Paris")
+    env = purge_env(stack)
+    assert env["PURGE_RETENTION_DAYS"] == "28"
+    assert env["GDPR_MAX_AGE_DAYS"] == "30"
     assert env["COUCHDB_DATABASE"] == "onboarding"
+
+
+def test_purged_data_is_never_older_than_29_days_and_7_hours(stack: list[Recorded]) -> None:
+    """What the rendered CronJob gives, read as the controller reads it: the retention, the
+    longest wait between two runs in its zone (25 h when the clocks go back), one run."""
+    spec = purge_job(stack).spec
+    retention = timedelta(days=int(purge_env(stack)["PURGE_RETENTION_DAYS"]))
+    gap = longest_gap(spec["schedule"], spec["timeZone"]).length
+    run = timedelta(seconds=spec["jobTemplate"]["spec"]["activeDeadlineSeconds"])
+    assert (gap, run) == (timedelta(hours=25), timedelta(hours=6))
+    assert retention + gap + run == timedelta(days=29, hours=7)
 
 
 def test_purge_never_overlaps_itself_and_is_bounded(stack: list[Recorded]) -> None:
     spec = purge_job(stack).spec
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["startingDeadlineSeconds"] > 0
-    assert 0 < spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 24 * 3600
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 6 * 3600
 
 
-def test_purge_component_refuses_a_retention_beyond_30_days() -> None:
-    pulumi.runtime.set_mocks(RecordingMocks(), project="p", stack="prod")
-    with pytest.raises(ValueError, match=r"31 days is outside 1\.\.30"):
-        GdprPurge(
-            "purge",
-            GdprPurgeArgs(
-                namespace="ns", ops=None, database="db", schedule="0 2 * * *", retention_days=31
-            ),  # type: ignore[arg-type]
-        )
+def test_a_retention_over_the_budget_stops_the_program_before_the_purge() -> None:
+    purge = {**raw_stack("prod")["purge"], "retentionDays": 29}
+    with pytest.raises(pulumi.RunError, match=r"onboarding:purge.retentionDays = 29: the database"):
+        run_program("prod", {"onboarding:purge": purge})

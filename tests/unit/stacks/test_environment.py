@@ -90,3 +90,19 @@ def test_quota_admits_every_workload_at_full_scale(stack: list[Recorded]) -> Non
     assert quantity_value(hard["requests.cpu"]) >= cpu
     assert quantity_value(hard["requests.memory"]) >= memory
     assert hard["services.loadbalancers"] == "0"
+
+
+def test_every_cronjob_runs_in_the_stack_time_zone(stack: list[Recorded]) -> None:
+    # The zone infra/settings.py checked each schedule in (onboarding:timeZone).
+    zones = {r.metadata["name"]: r.spec["timeZone"] for r in by_kind(stack, "CronJob")}
+    assert zones == {
+        "couchops-backup": "Europe/Paris",
+        "couchops-backup-verify": "Europe/Paris",
+        "couchops-backup-expire": "Europe/Paris",
+        "couchops-purge": "Europe/Paris",
+    }
+
+
+def test_a_stack_in_another_time_zone_reads_every_schedule_there() -> None:
+    resources = run_program("preprod", {"onboarding:timeZone": "UTC"})
+    assert {r.spec["timeZone"] for r in by_kind(resources, "CronJob")} == {"UTC"}
