@@ -496,6 +496,11 @@ class Settings(_Model):
         return longest_gap(self.purge.schedule, self.time_zone)
 
     @property
+    def purge_interval_hours(self) -> int:
+        """The longest wait between two purge starts, in whole hours rounded up."""
+        return math.ceil(self.purge_gap.length / timedelta(hours=1))
+
+    @property
     def backup_expiry_interval_hours(self) -> int:
         """The longest wait between two expiry runs, in whole hours rounded up: what couchops
         takes out of a backup's data window (BACKUP_EXPIRY_INTERVAL_HOURS)."""

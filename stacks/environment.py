@@ -23,6 +23,7 @@ from components.node_pool import NodePool, NodePoolArgs, PoolNode
 from components.webapp import CouchDBAccess, WebApp, WebAppArgs
 from components.workload import ContainerResources, Scheduling
 from infra.settings import FRENCH_REGIONS, ResourceSettings, Settings, quantity_value
+from supervision.context import Retention
 
 # Operations jobs that may run at once: the setup Job, a backup (or the weekly verify), a
 # purge and the hourly backup expiry.
@@ -231,6 +232,13 @@ def build_environment(
             blackbox_prober_url=settings.monitoring.blackbox_prober_url,
             runbook_base_url=settings.monitoring.runbook_base_url,
             grafana_dashboard_label=settings.monitoring.grafana_dashboard_label,
+            # GDPRPurgeStale's threshold is checked against the purge these settings run.
+            retention=Retention(
+                budget_days=settings.gdpr.max_age_days,
+                purge_retention_days=settings.purge.retention_days,
+                purge_longest_gap_hours=settings.purge_interval_hours,
+                purge_deadline_hours=settings.purge.deadline_hours,
+            ),
         ),
         opts=in_namespace,
     )

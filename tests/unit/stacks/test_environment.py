@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from infra.settings import quantity_value
-from tests.unit.harness import Recorded, by_kind, one, pod_templates_specs, run_program
+from tests.unit.harness import Recorded, by_kind, one, pod_templates_specs, raw_stack, run_program
 
 CLUSTER_SCOPED = {"Namespace", "PriorityClass", "NodePatch", "ClusterRole", "ClusterRoleBinding"}
 
@@ -106,3 +108,11 @@ def test_every_cronjob_runs_in_the_stack_time_zone(stack: list[Recorded]) -> Non
 def test_a_stack_in_another_time_zone_reads_every_schedule_there() -> None:
     resources = run_program("preprod", {"onboarding:timeZone": "UTC"})
     assert {r.spec["timeZone"] for r in by_kind(resources, "CronJob")} == {"UTC"}
+
+
+def test_the_purge_stale_alert_is_checked_against_the_stack_purge() -> None:
+    # The stack's purge (25 h between starts in Europe/Paris + a 12-hour run) reaches the
+    # supervision: GDPRPurgeStale's 32 hours would page on a normal night, so nothing is built.
+    purge = {**raw_stack("prod")["purge"], "deadlineHours": 12}
+    with pytest.raises(ValueError, match=r"37 h apart \(longest gap between starts 25 h"):
+        run_program("prod", {"onboarding:purge": purge})
