@@ -475,6 +475,33 @@ def manifest_instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+EXPIRY_DURING_RUN_SECONDS = 15 * 60
+"""While a backup runs (up to hours), it expires the others itself this often: the expiry
+job's pod may not be able to attach the volume meanwhile (ReadWriteOnce, another node)."""
+
+
+@contextlib.contextmanager
+def _expiring_meanwhile(
+    backup_dir: Path, retention: BackupRetention, deleted: list[str]
+) -> Iterator[None]:
+    stop = threading.Event()
+
+    def expire() -> None:
+        while not stop.wait(EXPIRY_DURING_RUN_SECONDS):
+            try:
+                deleted.extend(expire_backups(backup_dir, retention, now=datetime.now(UTC)))
+            except (OSError, OpsError) as exc:
+                logger().warning("backup.expiry_failed", reason=str(exc))
+
+    thread = threading.Thread(target=expire, name="backup-expiry", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def backup(
     couch: Couch,
     backup_dir: Path,
@@ -500,7 +527,7 @@ def backup(
         keep = DataCutoff(datetime.min.replace(tzinfo=UTC), started_at, keep.timestamp_field)
     # Expired backups go first: a backup that fails below must not keep them alive.
     deleted = expire_backups(backup_dir, retention, now=started_at)
-    with _exclusive(backup_dir):
+    with _exclusive(backup_dir), _expiring_meanwhile(backup_dir, retention, deleted):
         backup_id = started_at.strftime("%Y%m%dT%H%M%SZ")
         suffix = 1
         while (backup_dir / backup_id).exists():

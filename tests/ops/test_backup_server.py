@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -378,3 +379,27 @@ def test_cli_backup_verify_restore(
     db_info = couch.db_info(target)
     assert db_info is not None and db_info["doc_count"] == 11
     assert couch.get(f"{db_path(target)}/_all_docs")["total_rows"] == 11
+
+
+def test_a_long_backup_expires_the_others_while_it_runs(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expiry job may not attach the volume while a backup holds it: the backup expires
+    backups itself every EXPIRY_DURING_RUN_SECONDS (here shortened)."""
+    db = make_db()
+    bulk(couch, db, [onboarding_doc("u1:profile", days_ago(1, datetime.now(UTC)))])
+    monkeypatch.setattr(backup_module, "EXPIRY_DURING_RUN_SECONDS", 0.05)
+    real = backup_module.backup_database
+    now = datetime.now(UTC)
+    expired: list[Path] = []
+
+    def slow(*args: object, **kwargs: object) -> object:
+        # A backup that expires while this one runs (the run's first expiry is over).
+        expired.append(_fake_backup(tmp_path, now - timedelta(days=8), now - timedelta(days=9)))
+        time.sleep(0.5)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backup_module, "backup_database", slow)
+    result = backup(couch, tmp_path, retention=BackupRetention(), databases=[db], now=now)
+    assert result.deleted == [expired[0].name]
+    assert not expired[0].exists()

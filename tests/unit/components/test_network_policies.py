@@ -25,7 +25,7 @@ def world(stack: list[Recorded]) -> tuple[Policies, dict[str, Pod]]:
 def test_web_app_and_every_ops_job_reach_couchdb_http(stack: list[Recorded]) -> None:
     policies, pods = world(stack)
     clients = [n for n in pods if n == "webapp" or n.startswith(("couchops-", "couchdb-setup-"))]
-    assert len(clients) == 5  # site, setup Job, backup, backup verify, purge
+    assert len(clients) == 6  # site, setup Job, backup, backup verify, backup expiry, purge
     for name in clients:
         assert policies.can_connect(pods[name], pods["couchdb"], COUCHDB_HTTP), name
 

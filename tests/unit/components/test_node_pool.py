@@ -29,7 +29,7 @@ def test_every_pod_tolerates_the_pool_taint_and_requires_a_french_pool_node(
     stack: list[Recorded],
 ) -> None:
     specs = pod_templates_specs(stack)
-    assert len(specs) == 6
+    assert len(specs) == 7  # site, CouchDB, setup Job, backup, verify, expiry, purge
     for name, spec in specs.items():
         assert spec["nodeSelector"] == {POOL_LABEL: "onboarding"}, name
         assert {
