@@ -106,6 +106,8 @@ class FakeCouch:
         self.dbs: dict[str, FakeDb] = {}
         self.calls: list[tuple[str, str, Any]] = []
         self.purge_status = purge_status
+        self.failing_purges: set[str] = set()
+        """Databases whose `_purge` answers 500, as a node in trouble does."""
         self.max_ids = 100
         self.max_revs = 1000
         # couchops sends requests from several threads (purge batches while the index is read):
@@ -153,6 +155,8 @@ class FakeCouch:
         if action == "_changes":
             return 200, self._changes(db, query)
         if action == "_purge":
+            if parts[0] in self.failing_purges:
+                return 500, {"error": "unknown_error", "reason": "function_clause"}
             return self._purge(db, body)
         if action == "_shards" and db.shards_refused:
             return 403, {"error": "forbidden", "reason": "You are not allowed to access this db."}

@@ -22,6 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from couchops.couch import Couch, shard_hash, shard_locator
+from couchops.errors import PartialFailure
+from couchops.pseudonym import pseudonym
 from couchops.purge import LEDGER_ID, Candidate, PurgeOptions, batches, in_id_order, purge
 from tests.ops.fake_couch import BASE, FakeCouch, FakeDb  # noqa: F401
 from tests.ops.helpers import NOW, days_ago, onboarding_doc
@@ -399,3 +401,24 @@ def test_index_views_are_read_page_by_page_from_the_last_key_and_id(
         (json.dumps([same, "1-2"], separators=(",", ":")), "p2:old", "3"),
         (json.dumps([same, "1-4"], separators=(",", ":")), "p4:old", "3"),
     ]
+
+
+def test_one_database_that_fails_never_stops_the_others_and_the_run_names_it(
+    fake: FakeCouch,
+) -> None:
+    """Contract test: the first database's `_purge` answers 500 every time (a copy down, a
+    limit exceeded); the databases after it are purged all the same, and the run fails naming
+    the failed one by pseudonym, with the counts of the whole run."""
+    broken = fake.new_db("userdb-6a65616e6e65")
+    broken.put(onboarding_doc("p1:old", days_ago(40)))
+    healthy = fake.new_db("zz-second")
+    healthy.put(onboarding_doc("p2:old", days_ago(40)))
+    healthy.put(onboarding_doc("p2:young", days_ago(1)))
+    fake.failing_purges.add("userdb-6a65616e6e65")
+    with pytest.raises(PartialFailure) as raised:
+        purge(client(), options(), ["userdb-6a65616e6e65", "zz-second"])
+    assert sorted(healthy.docs) == ["p2:young"]
+    assert "p1:old" in broken.docs
+    assert str(raised.value) == (f"1 of 2 databases not purged: {pseudonym('userdb-6a65616e6e65')}")
+    assert raised.value.counts["databases_failed"] == 1
+    assert raised.value.counts["documents_purged"] == 1
