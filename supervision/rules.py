@@ -397,7 +397,7 @@ def _gdpr_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
             "GDPRAuditFindings",
             conditions["GDPRAuditFindings"],
             severity="page",
-            summary=f"{env}: {COUNT} items of personal data older than the retention are readable",
+            summary=f"{env}: {COUNT} readable items of personal data are past the audit's limit",
             description=(
                 f"The last `couchops audit` in {env} found {COUNT} readable items older than its "
                 f"limit of {cutoff}. Oldest personal data readable: {oldest_db} in the databases, "
