@@ -105,9 +105,11 @@ class PrometheusClient:
         return data
 
     def samples(
-        self, selector: str, start_ms: int, end_ms: int
+        self, selector: str, start_ms: int, end_ms: int, *, step_seconds: int | None = None
     ) -> dict[LabelKey, list[tuple[int, float]]]:
-        """Every stored sample of `selector` in [start_ms, end_ms], per series, by time.
+        """Every stored sample of `selector` in [start_ms, end_ms], per series, by time; with
+        `step_seconds`, `selector` is any expression, evaluated every step (a subquery, at
+        multiples of the step since the epoch) as a rule evaluating it would.
 
         NaN samples (and Prometheus' staleness markers, which the API never returns) are
         dropped: they are absence of data, not a value."""
@@ -116,13 +118,12 @@ class PrometheusClient:
         chunk_end = end_ms
         while chunk_end > start_ms:
             span_ms = min(chunk_ms, chunk_end - start_ms)
-            data = self._call(
-                "/api/v1/query",
-                {
-                    "query": f"{selector}[{span_ms}ms]",
-                    "time": f"{chunk_end / 1000:.3f}",
-                },
+            query = (
+                f"({selector})[{span_ms}ms:{step_seconds}s]"
+                if step_seconds
+                else f"{selector}[{span_ms}ms]"
             )
+            data = self._call("/api/v1/query", {"query": query, "time": f"{chunk_end / 1000:.3f}"})
             if data.get("resultType") != "matrix":
                 raise PrometheusError(
                     f"expected a matrix for {selector}, got {data.get('resultType')}"

@@ -359,7 +359,8 @@ def _fmt_day(value: date) -> str:
     return value.strftime("%a %d %b")
 
 
-def _environment(autoescape: bool, tz: ZoneInfo) -> jinja2.Environment:
+def jinja_environment(autoescape: bool, tz: ZoneInfo) -> jinja2.Environment:
+    """The reports' Jinja2 environment and their filters (time, duration, percent, day, money)."""
     env = jinja2.Environment(
         # Markdown is not HTML: escaping would garble it. The HTML report escapes.
         autoescape=autoescape,  # noqa: S701
@@ -420,19 +421,19 @@ def _context(report: SlaReport) -> dict[str, Any]:
 
 
 def render_markdown(report: SlaReport) -> str:
-    env = _environment(False, report.tz)
+    env = jinja_environment(False, report.tz)
     return env.from_string(templates.REPORT_MD).render(**_context(report))
 
 
 def render_html(report: SlaReport, chart_png: bytes) -> str:
-    env = _environment(True, report.tz)
+    env = jinja_environment(True, report.tz)
     return env.from_string(templates.REPORT_HTML).render(
         **_context(report), chart=base64.b64encode(chart_png).decode("ascii")
     )
 
 
 def render_incident(report: SlaReport, view: IncidentView) -> str:
-    env = _environment(False, report.tz)
+    env = jinja_environment(False, report.tz)
     return env.from_string(templates.INCIDENT_MD).render(**_context(report), v=view)
 
 

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from supervision.context import ENVIRONMENTS, default_context
-from supervision.contract import ContractError, load_contract
+from supervision.contract import Contract, ContractError, load_contract
 from supervision.prometheus import PrometheusClient, PrometheusError
 from supervision.report import (
     NoDataError,
+    Period,
     PeriodError,
     build_report,
     fmt_duration,
@@ -33,13 +34,8 @@ from supervision.report import (
 EXIT_USAGE, EXIT_PROMETHEUS, EXIT_NO_DATA = 2, 3, 4
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sla-report",
-        description="Availability, incidents, error budget and penalties of a period, from "
-        "Prometheus; writes report.md, report.html, availability.png, report.json and a "
-        "pre-filled incident-<n>.md per incident.",
-    )
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every report from Prometheus takes: where, which period, out where."""
     parser.add_argument("--prometheus-url", required=True, help="e.g. http://127.0.0.1:9090")
     parser.add_argument("--environment", required=True, choices=ENVIRONMENTS)
     parser.add_argument("--month", help="a calendar month in the contract's time zone: YYYY-MM")
@@ -47,16 +43,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--end", help="ISO 8601, or 'now'")
     parser.add_argument("--contract", required=True, type=Path, help="contract terms (YAML)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--public-url", help="probed URL, if not the environment's default")
-    parser.add_argument("--probe-job", help="`job` label of the probe, if not 'blackbox'")
-    parser.add_argument(
-        "--probe-interval", type=float, help="seconds between probes (default: inferred)"
-    )
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     parser.add_argument(
         "--bearer-token-file",
         type=Path,
         help="token for a Prometheus behind an authenticating proxy (or PROMETHEUS_BEARER_TOKEN)",
+    )
+
+
+def contract_and_period(args: argparse.Namespace, now: datetime) -> tuple[Contract, Period]:
+    contract = load_contract(args.contract)
+    period = resolve_period(
+        month=args.month, start=args.start, end=args.end, tz=contract.tz, now=now
+    )
+    return contract, period
+
+
+def prometheus_client(args: argparse.Namespace) -> PrometheusClient:
+    token = os.environ.get("PROMETHEUS_BEARER_TOKEN")
+    if args.bearer_token_file:
+        token = args.bearer_token_file.read_text(encoding="utf-8").strip()
+    return PrometheusClient(args.prometheus_url, timeout_seconds=args.timeout, bearer_token=token)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sla-report",
+        description="Availability, incidents, error budget and penalties of a period, from "
+        "Prometheus; writes report.md, report.html, availability.png, report.json and a "
+        "pre-filled incident-<n>.md per incident.",
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--public-url", help="probed URL, if not the environment's default")
+    parser.add_argument("--probe-job", help="`job` label of the probe, if not 'blackbox'")
+    parser.add_argument(
+        "--probe-interval", type=float, help="seconds between probes (default: inferred)"
     )
     return parser
 
@@ -65,10 +86,7 @@ def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
     args = build_parser().parse_args(argv)
     now = now or datetime.now(UTC)
     try:
-        contract = load_contract(args.contract)
-        period = resolve_period(
-            month=args.month, start=args.start, end=args.end, tz=contract.tz, now=now
-        )
+        contract, period = contract_and_period(args, now)
     except (ContractError, PeriodError) as exc:
         print(f"sla-report: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -77,13 +95,8 @@ def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
         ctx = replace(ctx, public_url=args.public_url)
     if args.probe_job:
         ctx = replace(ctx, probe_job=args.probe_job)
-    token = os.environ.get("PROMETHEUS_BEARER_TOKEN")
-    if args.bearer_token_file:
-        token = args.bearer_token_file.read_text(encoding="utf-8").strip()
     try:
-        client = PrometheusClient(
-            args.prometheus_url, timeout_seconds=args.timeout, bearer_token=token
-        )
+        client = prometheus_client(args)
         report = build_report(
             client, ctx, contract, period, now=now, probe_interval_seconds=args.probe_interval
         )
