@@ -439,8 +439,58 @@ def _run_json(run: Run) -> dict[str, Any]:
     }
 
 
+def _verdict_json(report: DeletionReport) -> dict[str, Any]:
+    return {
+        "clean": not report.exposures,
+        "found": any(e.found for e in report.exposures),
+        "text": report.verdict,
+        "exposures": [
+            {
+                "copy": e.copy,
+                "found": e.found,
+                "start": _iso(e.start),
+                "end": _iso(e.end),
+                "audit_end": _iso(e.audit.at) if e.audit else None,
+                "reason": e.reason or None,
+            }
+            for e in report.exposures
+        ],
+    }
+
+
+def _days_json(report: DeletionReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "day": d.day.isoformat(),
+            "purge_runs": len(d.purges),
+            "purge_failures": sum(1 for p in d.purges if p.success is False),
+            "documents_purged": d.documents,
+            "revisions_purged": d.revisions,
+            "databases_failed": d.databases_failed,
+            "backups_expired": d.backups_expired,
+        }
+        for d in report.days
+    ]
+
+
+def _incidents_json(report: DeletionReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "alert": i.alert,
+            "severity": i.severity,
+            "start": _iso(i.interval.start),
+            "end": _iso(i.interval.end),
+            "duration_seconds": i.interval.duration / 1000,
+            "began_before_period": i.interval.cut_at_start,
+            "ongoing_at_period_end": i.interval.cut_at_end,
+            "detail": i.detail,
+        }
+        for i in report.incidents
+    ]
+
+
 def summary(report: DeletionReport) -> dict[str, Any]:
-    """The figures as JSON-friendly data (report.json), for tools and tests."""
+    """The figures as JSON-friendly data (deletion-report.json), for tools and tests."""
     context = _context(report)
     oldest = {
         copy: (
@@ -458,22 +508,7 @@ def summary(report: DeletionReport) -> dict[str, Any]:
             "partial": report.period.partial,
         },
         "budget_days": report.ctx.retention.budget_days,
-        "verdict": {
-            "clean": not report.exposures,
-            "found": any(e.found for e in report.exposures),
-            "text": report.verdict,
-            "exposures": [
-                {
-                    "copy": e.copy,
-                    "found": e.found,
-                    "start": _iso(e.start),
-                    "end": _iso(e.end),
-                    "audit_end": _iso(e.audit.at) if e.audit else None,
-                    "reason": e.reason or None,
-                }
-                for e in report.exposures
-            ],
-        },
+        "verdict": _verdict_json(report),
         "purge": {
             "runs": len(report.purges),
             "successes": context["purge_successes"],
@@ -484,18 +519,7 @@ def summary(report: DeletionReport) -> dict[str, Any]:
             "days_without_run": [d.isoformat() for d in report.days_without_purge],
             "list": [_run_json(p) for p in report.purges],
         },
-        "days": [
-            {
-                "day": d.day.isoformat(),
-                "purge_runs": len(d.purges),
-                "purge_failures": sum(1 for p in d.purges if p.success is False),
-                "documents_purged": d.documents,
-                "revisions_purged": d.revisions,
-                "databases_failed": d.databases_failed,
-                "backups_expired": d.backups_expired,
-            }
-            for d in report.days
-        ],
+        "days": _days_json(report),
         "audits": {
             "runs": len(report.audits),
             "completed": len(context["completed_audits"]),
@@ -511,19 +535,7 @@ def summary(report: DeletionReport) -> dict[str, Any]:
             "expired_deleted": context["backups_expired"],
             "failed_runs": [_iso(e.at) for e in report.expiries if e.success is False],
         },
-        "incidents": [
-            {
-                "alert": i.alert,
-                "severity": i.severity,
-                "start": _iso(i.interval.start),
-                "end": _iso(i.interval.end),
-                "duration_seconds": i.interval.duration / 1000,
-                "began_before_period": i.interval.cut_at_start,
-                "ongoing_at_period_end": i.interval.cut_at_end,
-                "detail": i.detail,
-            }
-            for i in report.incidents
-        ],
+        "incidents": _incidents_json(report),
         "warnings": report.warnings,
     }
 
