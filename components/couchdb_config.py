@@ -69,6 +69,18 @@ additional_port = true
 bind_address = 0.0.0.0
 port = {METRICS_PORT}
 
+; No automatic view compaction: CouchDB 3.5.2's view compactor, started while a copy of an
+; index has not applied every purge yet, records the database's purge sequence instead of the
+; index's, so those purges never reach that copy and its rows of purged documents stay
+; readable for good. `couchops purge` compacts views itself once every copy has applied every
+; purge (couchops/purge.py, compact). A channel gives a size priority 0, never queued, to a
+; file larger than max_size.
+[smoosh.ratio_views]
+max_size = 0
+
+[smoosh.slack_views]
+max_size = 0
+
 [log]
 writer = stderr
 level = info
