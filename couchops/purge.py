@@ -487,8 +487,7 @@ def compact(
     db: str,
     partitioned: bool = False,
     *,
-    wait_seconds: float = COMPACT_WAIT_SECONDS,
-    sleep: Callable[[float], None] = time.sleep,
+    wait_seconds: float | None = None,
 ) -> None:
     """Compact the database and its view indexes, so purged bytes leave the disk.
 
@@ -509,37 +508,40 @@ def compact(
     ).get("rows", [])
     # Only design documents with views have an index (and a purge checkpoint) to compact.
     names = [str(r["id"])[len("_design/") :] for r in rows if (r.get("doc") or {}).get("views")]
-    behind = set(names)
+    behind: set[str] = set()
     if couch.is_apache_couchdb():
-        deadline = time.monotonic() + wait_seconds
+        deadline = time.monotonic() + (
+            COMPACT_WAIT_SECONDS if wait_seconds is None else wait_seconds
+        )
         while True:
-            behind = set(indexes_behind_purges(couch, db, names))
-            if not behind or time.monotonic() >= deadline:
+            lagging = indexes_behind_purges(couch, db, names)
+            behind = set(names if lagging is None else lagging)
+            if lagging is None or not behind or time.monotonic() >= deadline:
                 break
             refresh_indexes(couch, db, partitioned)
-            sleep(2.0)
-    else:
-        behind = set()
+            time.sleep(1.0)
     for name in names:
         if name in behind:
             logger().warning(
                 "purge.view_compaction_skipped",
                 database=db,
                 design=name,
-                reason="a copy of the index has not applied every purge yet",
+                reason="a copy of the index has not applied every purge yet, or the copies "
+                "cannot be seen",
             )
             continue
         couch.request("POST", f"{db_path(db)}/_compact/{name}", body={}, ok=(200, 202, 404))
 
 
-def indexes_behind_purges(couch: Couch, db: str, names: list[str]) -> list[str]:
+def indexes_behind_purges(couch: Couch, db: str, names: list[str]) -> list[str] | None:
     """The design documents (of `names`) whose index, on some shard copy, has not applied
     every purge of that copy: its checkpoint (`_local/purge-mrview-<signature>` in the copy,
     which CouchDB updates as the index applies purges) is behind the copy's `purge_seq`. One
-    whose copies cannot be read (not an admin, a copy down) counts as behind."""
+    whose copy cannot be read (a copy down) counts as behind; None when the shard copies
+    cannot be seen at all (not an admin)."""
     response = couch.request("GET", f"/_node/_local/_dbs{db_path(db)}", ok=(200, 401, 403, 404))
     if response.status_code != 200:
-        return list(names)
+        return None
     shard_map = response.json()
     copies = [
         copy_path(node, shard_range, db, shard_map)

@@ -64,6 +64,12 @@ class FakeDb:
     """Shard ranges listed by `GET /{db}/_shards` (None: answered 404, as pouchdb-server)."""
     shards_refused: bool = False
     """`GET /{db}/_shards` answered 403 (a reader without the right to see them)."""
+    purge_seq: int = 0
+    """Purge infos recorded (one per id of each `_purge`, as CouchDB records them)."""
+    index_lag: int | None = 0
+    """Purges a copy's index has yet to apply after each index read (None: it never
+    catches up), as its `_local/purge-mrview-<signature>` checkpoint shows."""
+    index_purge_seq: int = 0
 
     def shard_ranges(self) -> list[str]:
         step = 2**32 // (self.q or 1)
@@ -133,6 +139,8 @@ class FakeCouch:
             return 200, {"couchdb": "Welcome", "version": "3.5.0", "vendor": {"name": "fake"}}
         if parts == ["_all_dbs"]:
             return 200, sorted(self.dbs)
+        if parts[0] == "_node":
+            return self._node(parts)
         db = self.dbs.get(parts[0])
         if db is None:
             return 404, {"error": "not_found", "reason": "Database does not exist."}
@@ -145,6 +153,8 @@ class FakeCouch:
                 "props": {"partitioned": True} if db.partitioned else {},
             }
         action = parts[1]
+        if action in ("_find", "_partition", "_design"):
+            self._index_read(db)
         if action == "_local":
             key = "/".join(parts[2:])
             if method == "GET":
@@ -182,6 +192,8 @@ class FakeCouch:
                 return 404, {"error": "not_found", "reason": "missing_named_view"}
             self.view_reads.append((parts[2], query))
             return 200, self._view(db, parts[2], query)
+        if action == "_design" and parts[3:] == ["_info"]:
+            return 200, {"name": parts[2], "view_index": {"signature": f"sig{parts[2]}"}}
         if action in ("_compact", "_find", "_partition", "_design"):
             return (202, {"ok": True}) if action == "_compact" else (200, {"docs": [], "rows": []})
         return 404, {"error": "not_found", "reason": "missing"}
@@ -287,7 +299,28 @@ class FakeCouch:
                 del db.docs[doc_id]
                 db.changes.pop(doc_id, None)
             purged[doc_id] = done
+            db.purge_seq += 1
         return self.purge_status, {"purge_seq": None, "purged": purged}
+
+    def _node(self, parts: list[str]) -> tuple[int, Any]:
+        """The node-local interface of one copy per shard range: shard maps, copy infos and
+        the views' purge checkpoints."""
+        if parts[1:3] == ["_local", "_dbs"] and parts[3] in self.dbs:
+            return 200, {"by_range": {"00000000-ffffffff": ["couchdb@a"]}, "shard_suffix": [46, 49]}
+        name = parts[2].rsplit("/", 1)[-1].removesuffix(".1") if len(parts) > 2 else ""
+        db = self.dbs.get(name)
+        if db is None:
+            return 404, {"error": "not_found", "reason": "missing"}
+        if len(parts) == 3:
+            return 200, {"db_name": parts[2], "purge_seq": db.purge_seq}
+        if parts[3] == "_local":
+            return 200, {"type": "mrview", "purge_seq": db.index_purge_seq}
+        return 404, {"error": "not_found", "reason": "missing"}
+
+    def _index_read(self, db: FakeDb) -> None:
+        """An index read makes the copies' indexes apply the purges (less their lag)."""
+        if db.index_lag is not None:
+            db.index_purge_seq = max(db.index_purge_seq, db.purge_seq - db.index_lag)
 
     def new_db(self, name: str) -> FakeDb:
         """A database; with the purge's two Mango indexes when the fake is `indexed`."""

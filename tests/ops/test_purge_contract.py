@@ -422,3 +422,27 @@ def test_one_database_that_fails_never_stops_the_others_and_the_run_names_it(
     assert str(raised.value) == (f"1 of 2 databases not purged: {pseudonym('userdb-6a65616e6e65')}")
     assert raised.value.counts["databases_failed"] == 1
     assert raised.value.counts["documents_purged"] == 1
+
+
+@pytest.mark.parametrize("fake", [(False, True)], ids=["full-scan"], indirect=True)
+@pytest.mark.parametrize(("lag", "compacted"), [(0, True), (None, False)])
+def test_a_view_is_compacted_only_once_every_copy_of_its_index_applied_every_purge(
+    fake: FakeCouch, lag: int | None, compacted: bool
+) -> None:
+    """Contract test: CouchDB 3.5.2's view compactor would record the database's purge
+    sequence for an index copy that has not applied every purge, and those purges would never
+    reach it. Before `POST /{db}/_compact/{ddoc}` each copy's `_local/purge-mrview-<sig>`
+    checkpoint is compared with the copy's `purge_seq`; a copy that never catches up (lag
+    None) keeps the view uncompacted (the database itself is compacted either way)."""
+    db = fake.new_db("onboarding")
+    db.index_lag = lag
+    db.put({"_id": "_design/app", "views": {"v": {"map": "function(d){emit(d.step)}"}}})
+    db.put(onboarding_doc("p:old", days_ago(31)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("couchops.purge.COMPACT_WAIT_SECONDS", 0.5)
+        purge(client(), options())
+    paths = [path for method, path, _ in fake.calls if method == "POST"]
+    assert "/onboarding/_compact" in paths
+    assert ("/onboarding/_compact/app" in paths) is compacted
+    checkpoints = [p for _, p, _ in fake.calls if "_local/purge-mrview-sigapp" in p]
+    assert checkpoints, "the copies' purge checkpoints were read"
