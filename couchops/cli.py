@@ -203,6 +203,12 @@ def _add_gdpr_commands(sub: Any) -> None:
     p.add_argument("--database", action="append", help="only this database (repeatable)")
     p.add_argument("--older-than-days", type=int, help="cutoff age [GDPR_MAX_AGE_DAYS]")
     p.add_argument("--backup-dir", help="also audit the backups there [BACKUP_DIR]")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="purge again, by id, the documents that exist nowhere but whose rows an index "
+        "copy kept (done by the audit that follows every purge)",
+    )
 
 
 FLAGS = {
@@ -300,6 +306,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> Counts:
         backup_keep=DataCutoff(
             now - timedelta(days=settings.gdpr_max_age_days), now, settings.purge_timestamp_field
         ),
+        repair=getattr(args, "after_purge", False) or getattr(args, "repair", False),
     )
     return report.counts()
 

@@ -143,3 +143,56 @@ def test_cli_audit_exits_4_naming_the_channel_and_pushes_its_counts(
     done = run_cli(["audit", "--database", fresh], env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["findings"] == 0
+
+
+def test_repair_purges_by_id_the_rows_of_documents_that_exist_nowhere(
+    server: object, couch: Couch, make_db: Callable[..., str]
+) -> None:
+    """A copy of an index kept rows of a purged document (seen on CouchDB 3.5.2 after a view
+    compaction raced the purges). Purging that id again (a revision no document has) makes
+    every copy's index drop its rows: the real cluster showed 2,970 such ids cleared, every
+    read mode and copy. Here the server's `_purge` (which pouchdb-server lacks) and the view
+    are stand-ins that behave so; the document checks go to the real server."""
+    db = make_db()
+    bulk(couch, db, [EMAILS_VIEW])
+    base = f"{server.url}{db_path(db)}"  # type: ignore[attr-defined]
+    purged: list[dict[str, list[str]]] = []
+
+    def view(_request: object) -> tuple[int, dict[str, str], str]:
+        rows = [] if purged else [{"id": "ghost:1", "key": "p@x.fr", "value": None}]
+        return 200, {}, json.dumps({"total_rows": len(rows), "offset": 0, "rows": rows})
+
+    def purge(request: object) -> tuple[int, dict[str, str], str]:
+        purged.append(json.loads(request.body))  # type: ignore[attr-defined]
+        return 201, {}, json.dumps({"purge_seq": None, "purged": {"ghost:1": []}})
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_passthru(server.url)  # type: ignore[attr-defined]
+        mock.add_callback(
+            responses.GET, re.compile(re.escape(base) + r"/_design/emails/_view/by_email.*"), view
+        )
+        mock.add_callback(responses.POST, re.compile(re.escape(base) + r"/_purge.*"), purge)
+        report = audit(couch, _cutoff(), databases=[db], repair=True)
+    assert purged == [{"ghost:1": ["1-" + "0" * 32]}]
+    assert report.findings == 0 and report.index_rows_repaired == 1
+
+
+def test_repair_never_purges_the_id_of_a_document_that_exists(
+    server: object, couch: Couch, make_db: Callable[..., str]
+) -> None:
+    """A row whose document is readable again (a deleted document, or one written back) is no
+    orphan: nothing is purged for it."""
+    db = make_db()
+    now = datetime.now(UTC)
+    bulk(couch, db, [onboarding_doc("live:1", days_ago(1, now), email="l@x.fr"), EMAILS_VIEW])
+    base = f"{server.url}{db_path(db)}"  # type: ignore[attr-defined]
+    rows = {"total_rows": 1, "offset": 0, "rows": [{"id": "live:1", "key": "l@x.fr"}]}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_passthru(server.url)  # type: ignore[attr-defined]
+        mock.add(
+            responses.GET, re.compile(re.escape(base) + r"/_design/emails/_view/.*"), json=rows
+        )
+        purge = mock.add(responses.POST, re.compile(re.escape(base) + r"/_purge.*"), status=201)
+        report = audit(couch, _cutoff(), databases=[db], repair=True)
+    assert purge.call_count == 0
+    assert report.findings == 0 and report.index_rows_repaired == 0
