@@ -4,9 +4,12 @@ A document's age is the timestamp in its winning revision (``PURGE_TIMESTAMP_FIE
 document older than the cutoff (``now - PURGE_RETENTION_DAYS``, strictly older) is purged with
 ``POST /{db}/_purge``, which removes the document, its old revision bodies and attachments from
 every API: reads by id or ``?rev=``, ``_all_docs``, ``_changes`` (with ``include_docs``), Mango
-indexes and views. Then the database's indexes are brought up to date (so not even a
-``stable``/``update=false`` read shows the document) and, by default, the database and its
-indexes are compacted (so the bytes leave the disk too).
+indexes and views. Then the database's indexes are brought up to date and, by default, the
+database and its indexes are compacted (so the bytes leave the disk too), each index only once
+every copy of it has applied every purge (see `compact`: a view compaction that races the
+purges leaves rows of purged documents in a copy of the index for good, in CouchDB 3.5.2).
+Whether anything is still readable, views included, is not claimed here but proven after every
+run by `couchops audit` (`couchops.audit`), which reads every channel and repairs such rows.
 
 On Apache CouchDB with the purge's indexes (``cluster-setup`` creates them), what may go is read
 from the indexes alone, which hold each document's winning revision: the winners go first; once
