@@ -223,7 +223,27 @@ def found_exposures(audits: Sequence[Run], budget_ms: int, start: int, end: int)
                 exposures.append(
                     Exposure(max(since, start), min(cleared, end), copy, True, audit, age)
                 )
+        found = audit.count("findings") or 0
+        if found and not any(e.audit is audit for e in exposures):
+            exposures.extend(_findings_exposure(audits[index + 1 :], audit, found, start, end))
     return exposures
+
+
+def _findings_exposure(
+    later: Sequence[Run], audit: Run, found: float, start: int, end: int
+) -> list[Exposure]:
+    """An audit that found items past its limit whose age it could not read (rows an index
+    kept of documents that exist nowhere): found, from that audit until the next completed
+    audit that found nothing."""
+    cleared = next(
+        (run.start for run in later if run.success and not run.count("findings")),
+        end,
+    )
+    if audit.start >= end or cleared <= start:
+        return []
+    copy = "databases" if not audit.count("backups") else "databases or backups"
+    reason = f"the audit ending at that time found {found:.0f} items past its limit, of unknown age"
+    return [Exposure(max(audit.start, start), min(cleared, end), copy, True, reason=reason)]
 
 
 def purge_exposures(

@@ -341,13 +341,24 @@ def _verdict(report: DeletionReport) -> str:
     budget = report.ctx.retention.budget_days
     month = report.period.label
     found = [e for e in report.exposures if e.found]
-    if found:
+    if any(e.audit for e in found):
         where = "; ".join(
             f"in the {e.copy} from {fmt(e.start)} to {fmt(e.end)}"
-            + (f" (found by the audit of {fmt(e.audit.at)})" if e.audit else "")
+            + (f" (found by the audit of {fmt(e.audit.at)})" if e.audit else f" ({e.reason})")
             for e in found
         )
         return f"Personal data older than {budget} days WAS readable during {month}: {where}."
+    if found:
+        # Findings whose age the audit could not read: past its limit, which is at most the
+        # budget (the purge's own cutoff after a purge), so "older than the budget" would be
+        # more than the audit knows.
+        where = "; ".join(
+            f"in the {e.copy} from {fmt(e.start)} to {fmt(e.end)} ({e.reason})" for e in found
+        )
+        return (
+            f"Audits found personal data readable past their limit (the purge's cutoff, at "
+            f"most {budget} days) during {month}: {where}."
+        )
     if report.exposures:
         where = "; ".join(
             f"in the {e.copy} from {fmt(e.start)} to {fmt(e.end)} ({e.reason})"

@@ -3,7 +3,7 @@ real Prometheus does not show."""
 
 from __future__ import annotations
 
-from supervision.deletion import held, runs_from_series
+from supervision.deletion import Run, found_exposures, held, merge, runs_from_series
 
 MINUTE = 60_000
 
@@ -48,3 +48,37 @@ def test_a_condition_holding_across_the_period_bounds_is_cut_and_flagged() -> No
     )
     assert (middle.start, middle.end, middle.peak) == (15 * MINUTE, 16 * MINUTE, 3.0)
     assert (last.start, last.end, last.cut_at_end) == (19 * MINUTE, end, True)
+
+
+def test_an_audit_with_findings_of_unknown_age_is_found_until_an_audit_finds_nothing() -> None:
+    """Rows an index kept of documents that exist nowhere have no age the audit can read; the
+    audit still failed with findings, so the report may not call the month clean."""
+    hour = 60 * MINUTE
+    audits = [
+        Run(
+            at=10 * hour,
+            seen=10 * hour,
+            success=False,
+            duration_ms=MINUTE,
+            counts={"findings": 3745.0, "oldest_database_data_age_seconds": 25 * 86400.0},
+        ),
+        Run(
+            at=34 * hour,
+            seen=34 * hour,
+            success=False,
+            duration_ms=MINUTE,
+            counts={"findings": 12.0, "oldest_database_data_age_seconds": 25 * 86400.0},
+        ),
+        Run(
+            at=58 * hour,
+            seen=58 * hour,
+            success=True,
+            duration_ms=MINUTE,
+            counts={"findings": 0.0, "oldest_database_data_age_seconds": 25 * 86400.0},
+        ),
+    ]
+    exposures = merge(found_exposures(audits, 30 * 86400_000, 0, 100 * hour))
+    assert [(e.start, e.end, e.copy, e.found) for e in exposures] == [
+        (10 * hour - MINUTE, 58 * hour - MINUTE, "databases", True)
+    ]
+    assert "3745 items past its limit" in exposures[0].reason
