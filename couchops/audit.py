@@ -346,7 +346,9 @@ def audit(
     nowhere are purged by id (`purge_ids_that_exist_nowhere`) before they are judged."""
     log = logger()
     report = AuditReport(keep.cutoff, keep.now)
-    names = databases or [n for n in couch.all_dbs() if not n.startswith("_")]
+    names = (
+        [n for n in couch.all_dbs() if not n.startswith("_")] if databases is None else databases
+    )
     log.info("audit.start", cutoff=iso(keep.cutoff), databases=len(names))
     failed = []
     for db in names:

@@ -298,10 +298,11 @@ def _audit(args: argparse.Namespace, settings: Settings) -> Counts:
         days = getattr(args, "older_than_days", None) or settings.gdpr_max_age_days
         keep = DataCutoff(now - timedelta(days=days), now, settings.purge_timestamp_field)
     backup_dir = settings.backup_dir if not getattr(args, "after_purge", False) else None
+    backups_only = getattr(args, "scope", None) == "backups"
     report = audit(
         connect(settings),
         keep,
-        databases=getattr(args, "database", None),
+        databases=[] if backups_only else getattr(args, "database", None),
         backup_dir=backup_dir if backup_dir is not None and backup_dir.is_dir() else None,
         backup_keep=DataCutoff(
             now - timedelta(days=settings.gdpr_max_age_days), now, settings.purge_timestamp_field
@@ -435,7 +436,7 @@ def _run(operation: str, args: argparse.Namespace, settings: Settings | None) ->
     registry = build_registry(
         operation, success=code == 0, duration_seconds=duration, counts=counts
     )
-    push(gateway or None, operation, environment, registry)
+    push(gateway or None, operation, environment, registry, scope=getattr(args, "scope", None))
     if code:
         log.error("couchops.failed", reason=reason, exit_code=code)
         print(f"couchops {operation}: {pseudonym.scrub(reason)}", file=sys.stderr, flush=True)
@@ -458,6 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(os.environ, _overrides(args), FLAGS)
         audit_code = _run("audit", args, settings)
         code = code or audit_code
+    if operation == "backup" and code == 0:
+        # The backups are audited where they are, by the one job that mounts them, each night.
+        args.scope = "backups"
+        settings = load_settings(os.environ, _overrides(args), FLAGS)
+        code = _run("audit", args, settings)
     return code
 
 

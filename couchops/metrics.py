@@ -56,9 +56,13 @@ def push(
     operation: str,
     environment: str,
     registry: CollectorRegistry,
+    *,
     timeout: float = 10.0,
+    scope: str | None = None,
 ) -> bool:
-    """Push the run's metrics; a failed push is logged, never fatal (the run's outcome stands)."""
+    """Push the run's metrics; a failed push is logged, never fatal (the run's outcome stands).
+    `scope` tells apart two kinds of runs of one operation (the audit of the databases after
+    the purge, and of the backups after the backup), each then keeping its own series."""
     log = logger()
     if not pushgateway_url:
         log.debug("metrics.not_pushed", reason="PUSHGATEWAY_URL is not set")
@@ -68,7 +72,11 @@ def push(
             pushgateway_url,
             job=JOB,
             registry=registry,
-            grouping_key={"operation": operation, "environment": environment},
+            grouping_key={
+                "operation": operation,
+                "environment": environment,
+                **({"scope": scope} if scope else {}),
+            },
             timeout=timeout,
         )
     except OSError as exc:

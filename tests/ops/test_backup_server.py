@@ -366,7 +366,7 @@ def test_cli_backup_verify_restore(
     env["BACKUP_DIR"] = str(tmp_path)
     done = run_cli(["backup", "--database", db], env)
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout.splitlines()[-1])
+    summary = json.loads(done.stdout.splitlines()[0])  # the backup's, then its audit's
     assert summary["documents"] == 11
     assert run_cli(["verify"], env).returncode == 0
     target = make_db(create=False)

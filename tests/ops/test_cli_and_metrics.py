@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -14,7 +15,17 @@ from couchops.couch import doc_path, encode_params
 from couchops.metrics import build_registry, exposition
 from tests.ops.helpers import environ_without_couch, last_line, run_cli
 
-SUBCOMMANDS = ["cluster-setup", "purge", "backup", "restore", "verify", "consolidate"]
+SUBCOMMANDS = [
+    "cluster-setup",
+    "purge",
+    "backup",
+    "restore",
+    "verify",
+    "consolidate",
+    "audit",
+    "backup-expire",
+    "whois",
+]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -149,3 +160,30 @@ def test_query_parameters_are_encoded_as_couchdb_reads_them() -> None:
     }
     assert doc_path("a/b", "_design/x y") == "/a%2Fb/_design/x%20y"
     assert doc_path("db", "u1:profile/2") == "/db/u1%3Aprofile%2F2"
+
+
+@pytest.mark.server
+def test_a_backup_is_followed_by_an_audit_of_the_backups_pushed_apart_from_the_databases_one(
+    gateway: tuple[str, list[tuple[str, str, str]]],
+    server: object,
+    couch: object,
+    make_db: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """The backups are audited by the job that mounts them, each night; that audit keeps its
+    own series (`scope="backups"`) so the databases' audit after the purge does not replace
+    them."""
+    url, received = gateway
+    db = make_db()
+    env = server.env() | {"PUSHGATEWAY_URL": url, "BACKUP_DIR": str(tmp_path)}  # type: ignore[attr-defined]
+    done = run_cli(["backup", "--database", db], env)
+    assert done.returncode == 0, done.stderr
+    paths = [path for method, path, _ in received if method == "POST"]
+    assert paths == [
+        "/metrics/job/couchops/environment/test/operation/backup",
+        "/metrics/job/couchops/environment/test/operation/audit/scope/backups",
+    ]
+    audit_body = received[1][2]
+    assert "couchops_audit_backups 1.0" in audit_body
+    assert "couchops_audit_databases 0.0" in audit_body
+    assert "couchops_audit_findings 0.0" in audit_body
