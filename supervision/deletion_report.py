@@ -40,7 +40,13 @@ from supervision.deletion import (
     runs_from_series,
 )
 from supervision.prometheus import PrometheusClient
-from supervision.report import NoDataError, Period, fmt_duration, jinja_environment
+from supervision.report import (
+    NoDataError,
+    Period,
+    fmt_duration,
+    jinja_environment,
+    write_files,
+)
 from supervision.rules import alert_rules, build_rule_groups, eq, gdpr_conditions, selector
 
 PURGE_COUNTS = ("documents_purged", "revisions_purged", "databases", "databases_failed")
@@ -553,7 +559,6 @@ def summary(report: DeletionReport) -> dict[str, Any]:
 
 def write_deletion_report(report: DeletionReport, out: Path) -> list[Path]:
     """Write deletion-report.md, .html, .json and deletions.png under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
     chart = deletion_chart(report)
     outputs = {
         "deletions.png": chart,
@@ -561,9 +566,4 @@ def write_deletion_report(report: DeletionReport, out: Path) -> list[Path]:
         "deletion-report.html": render_html(report, chart).encode(),
         "deletion-report.json": (json.dumps(summary(report), indent=2) + "\n").encode(),
     }
-    written = []
-    for name, content in outputs.items():
-        path = out / name
-        path.write_bytes(content)
-        written.append(path)
-    return written
+    return write_files(out, outputs)

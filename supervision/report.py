@@ -497,7 +497,6 @@ def summary(report: SlaReport) -> dict[str, Any]:
 
 def write_report(report: SlaReport, out: Path) -> list[Path]:
     """Write report.md, report.html, availability.png, report.json and incident-<n>.md."""
-    out.mkdir(parents=True, exist_ok=True)
     chart = availability_chart(report)
     outputs = {
         "availability.png": chart,
@@ -507,6 +506,12 @@ def write_report(report: SlaReport, out: Path) -> list[Path]:
     }
     for view in report.incidents:
         outputs[f"incident-{view.number}.md"] = render_incident(report, view).encode()
+    return write_files(out, outputs)
+
+
+def write_files(out: Path, outputs: dict[str, bytes]) -> list[Path]:
+    """Write each named content under `out` (made if missing); answers the paths."""
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, content in outputs.items():
         path = out / name
