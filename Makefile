@@ -2,13 +2,17 @@
 STACK ?= prod
 SHELL := /bin/bash
 
-.PHONY: setup toolchain up preview test lint kube-up kube-down
+.PHONY: setup toolchain kube up preview test lint kube-up kube-down
 
 setup:
 	scripts/setup.sh
 
 toolchain:
 	scripts/bootstrap-toolchain.sh >/dev/null
+
+# The Kubernetes control plane the deploy test runs against (built once, cached).
+kube:
+	scripts/bootstrap-kube.sh >/dev/null
 
 # Main job: a real `pulumi up` of $(STACK). Without a kubeconfig it renders every manifest
 # into rendered/$(STACK)/ (no cluster needed); with one, it deploys.
@@ -18,7 +22,7 @@ up: setup toolchain
 preview: setup toolchain
 	scripts/pulumi.sh preview $(STACK)
 
-test: setup toolchain
+test: setup toolchain kube
 	.venv/bin/pytest
 
 lint: setup
@@ -28,8 +32,7 @@ lint: setup
 
 # A real local control plane (kube-apiserver, etcd, scheduler, controller-manager) with KWOK
 # nodes, to deploy to: see scripts/kube/README.md (use a state of its own).
-kube-up: setup
-	scripts/bootstrap-kube.sh >/dev/null
+kube-up: setup kube
 	scripts/kube-up.sh
 
 kube-down:
