@@ -295,7 +295,14 @@ def _audit(args: argparse.Namespace, settings: Settings) -> Counts:
         keep = settings.purge_cutoff(args.purge_started)
         keep = replace(keep, now=now)
     else:
-        days = getattr(args, "older_than_days", None) or settings.gdpr_max_age_days
+        days = getattr(args, "older_than_days", None)
+        if days is None:
+            days = settings.gdpr_max_age_days
+        elif not 1 <= days <= settings.gdpr_max_age_days:
+            raise SettingsError(
+                f"bad setting --older-than-days={days}: the audit's cutoff is 1 to "
+                f"GDPR_MAX_AGE_DAYS={settings.gdpr_max_age_days} days"
+            )
         keep = DataCutoff(now - timedelta(days=days), now, settings.purge_timestamp_field)
     backup_dir = settings.backup_dir if not getattr(args, "after_purge", False) else None
     backups_only = getattr(args, "scope", None) == "backups"

@@ -187,3 +187,14 @@ def test_a_backup_is_followed_by_an_audit_of_the_backups_pushed_apart_from_the_d
     assert "couchops_audit_backups 1.0" in audit_body
     assert "couchops_audit_databases 0.0" in audit_body
     assert "couchops_audit_findings 0.0" in audit_body
+
+
+@pytest.mark.parametrize("days", ["0", "31", "-2"])
+def test_an_audit_cutoff_outside_the_budget_is_refused_naming_it(days: str) -> None:
+    env = environ_without_couch() | {"COUCHDB_URL": "http://127.0.0.1:9", "PUSHGATEWAY_URL": ""}
+    done = run_cli(["audit", f"--older-than-days={days}"], env)
+    assert done.returncode == 2
+    assert last_line(done.stderr) == (
+        f"couchops audit: bad setting --older-than-days={days}: the audit's cutoff is 1 to "
+        "GDPR_MAX_AGE_DAYS=30 days"
+    )
