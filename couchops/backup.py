@@ -615,7 +615,14 @@ def expire_backups(
     for path in list_backups(backup_dir):
         if path.name == keep:
             continue
-        expires = retention.expires_at(load_manifest(path))
+        try:
+            manifest = load_manifest(path)
+        except OpsError as exc:
+            # Unusable for a restore, and its data's age unknown: it goes as an old backup.
+            logger().warning("backup.manifest_unreadable", backup=path.name, reason=str(exc))
+            created = datetime.strptime(path.name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            manifest = {"created_at": iso(created)}
+        expires = retention.expires_at(manifest)
         if expires <= now:
             shutil.rmtree(path, ignore_errors=True)
             deleted.append(path.name)

@@ -307,6 +307,10 @@ def test_backups_expire_at_the_end_of_their_life_or_when_their_oldest_data_passe
         _fake_backup(tmp_path, now - 3 * day, now - 30 * day),  # data reaches 30 days now
         _fake_backup(tmp_path, now - 1 * day, "unrecorded"),  # may hold 31-day-old data
     ]
+    broken = tmp_path / (now - 2 * day).strftime("%Y%m%dT%H%M%SZ-2")
+    broken.mkdir()
+    (broken / MANIFEST).write_text("{not json")  # unusable, its data's age unknown
+    gone.append(broken)
     (tmp_path / ".tmp-20261128T020000Z").mkdir()
     retention = BackupRetention(retention_days=7, max_age_days=30, expiry_interval_hours=1)
     deleted = expire_backups(tmp_path, retention, now=now)
