@@ -605,6 +605,11 @@ def _audit_stories(ctx: MonitoringContext, ops: Callable[[str], dict[str, str]])
     def metric(gauge: str) -> str:
         return f"couchops_audit_{gauge}" + selector(*((k, "=", v) for k, v in ops("audit").items()))
 
+    def last_success(labels: dict[str, str]) -> str:
+        return "couchops_last_success_timestamp_seconds" + selector(
+            *((k, "=", v) for k, v in labels.items())
+        )
+
     ages = {
         "oldest_database_data_age_seconds": 28 * day + 1800,
         "oldest_backup_data_age_seconds": 30 * day + 3 * 3600,
@@ -630,6 +635,17 @@ def _audit_stories(ctx: MonitoringContext, ops: Callable[[str], dict[str, str]])
             {metric("findings"): "1x10"},
             "5m",
             [Expect(ops("audit"), 1)],
+        ),
+        Story(
+            "GDPRAuditStale",
+            "a fresh audit of the backups does not hide a stale audit of the databases",
+            {
+                last_success(ops("audit")): "3600x40",
+                last_success({**ops("audit"), "scope": "backups"}): "118800x40",
+            },
+            "34h",
+            [Expect({}, 33 * 3600)],
+            interval="1h",
         ),
         Story(
             "GDPRAuditFindings",

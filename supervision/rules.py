@@ -338,9 +338,14 @@ def _stale_expr(ctx: MonitoringContext, operation: str, cronjob: str, max_age_ho
     # never a success at all counts as infinitely old.
     last_success = f"couchops_last_success_timestamp_seconds{ops_selector(ctx, operation)}"
     cron = selector(*eq(namespace=ctx.namespace, cronjob=cronjob))
+    # The audit has two kinds of runs (`scope`: the databases after the purge, the backups
+    # after the backup): the older of the two counts, so that neither hides the other.
+    newest = (
+        f"min(max by (scope) ({last_success}))" if operation == "audit" else f"max({last_success})"
+    )
     return (
         f"time() - (\n"
-        f"  max({last_success})\n"
+        f"  {newest}\n"
         f"  or\n"
         f"  max(kube_cronjob_status_last_successful_time{cron})\n"
         f"  or\n"
