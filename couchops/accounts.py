@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from couchops.couch import JSON, Couch
+from couchops.couch import JSON, Couch, shard_copies
 from couchops.partition import USERDB_PREFIX, userdb_name
 from couchops.purge import leaves, purge_request
 
@@ -59,13 +59,13 @@ def purge_documents(couch: Couch, db: str, doc_ids: list[str]) -> int:
     if not doc_ids:
         return 0
     info = couch.db_info(db) or {}
-    copies = (info.get("cluster") or {}).get("n")
+    copies = shard_copies(info)
     purged = 0
     found = leaves(couch, db, doc_ids)
     for start in range(0, len(doc_ids), 100):
         body = {i: found[i] for i in doc_ids[start : start + 100] if found.get(i)}
         if body:
-            purged += purge_request(couch, db, body, copies=copies if copies != 1 else None)[0]
+            purged += purge_request(couch, db, body, copies=copies)[0]
     return purged
 
 
