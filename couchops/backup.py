@@ -11,13 +11,25 @@ Layout under BACKUP_DIR::
 its files flushed to disk, the manifest written last, then the directory renamed to ``<id>``: a
 run killed midway leaves only a ``.tmp-`` directory, which the next run deletes.
 
-Each line is the document's winning revision in compact JSON, its keys in the order the server
-keeps them (a Mango index's definition is an object whose key order is the index's field
-order), its attachments reduced to ``content_type`` and ``data``; its SHA-256 is the document's
-digest. The manifest records, per database, counts, the compressed file's size and SHA-256,
-and the ``content_sha256`` of the sorted ``id<TAB>digest`` lines, which does not depend on
-order: the same figure computed on a live database tells whether it holds exactly the
-backed-up content.
+Each line is one leaf revision in compact JSON, its keys in the order the server keeps them (a
+Mango index's definition is an object whose key order is the index's field order), its
+attachments reduced to ``content_type`` and ``data``; its SHA-256 is the line's digest. A
+document without conflicts has one line, its winning revision; a document with several leaves
+(conflicts, deleted branches) has one line per leaf, the winning one first, each with its
+history (``_revisions``), so that a restore (``new_edits=false``) gives back the same revision
+tree's leaves, conflicts included. The documents are read from each shard range's changes
+feed (``style=all_docs`` names every leaf), streamed and parsed one document at a time: memory
+is bounded by bytes, not by a count of documents of unknown size; a restore's requests too
+(`BATCH_BYTES`).
+
+The manifest records, per database, counts (documents, leaves, attachments), the settings a
+restore puts back (partitioning, ``q``, ``_revs_limit``, ``_purged_infos_limit``,
+``_security``), the compressed file's size and SHA-256, and the ``content_sha256`` of the
+sorted ``id<TAB>digest`` lines, which does not depend on order: the same figure computed on a
+live database tells whether it holds exactly the backed-up content.
+
+A restore keeps a checkpoint in each database it writes (`CHECKPOINT_ID`): killed and run
+again with the same backup, it goes on from there.
 """
 
 from __future__ import annotations
@@ -28,7 +40,6 @@ import fcntl
 import gzip
 import hashlib
 import io
-import itertools
 import json
 import os
 import queue
@@ -43,9 +54,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
+
+import ijson
 
 from couchops import jsoncodec, pseudonym
-from couchops.couch import JSON, Couch, copy_path, db_path, mango_field_names, shard_copies
+from couchops.couch import (
+    JSON,
+    Couch,
+    copy_path,
+    db_path,
+    doc_path,
+    mango_field_names,
+    shard_copies,
+)
 from couchops.errors import CouchError, OpsError, VerificationError
 from couchops.log import logger
 from couchops.purge import LEDGER_ID
@@ -57,7 +79,9 @@ from couchops.retention import (
 )
 from couchops.timestamps import iso, parse_timestamp
 
-FORMAT = "couchops-backup/2"
+FORMAT = "couchops-backup/3"
+WINNERS_FORMAT = "couchops-backup/2"
+"""Earlier backups holding only each document's winning revision (no conflicts)."""
 SORTED_KEYS_FORMAT = "couchops-backup/1"
 """Earlier backups, their lines written with sorted keys: that lost the field order of each
 Mango index (`views.<name>.map.fields`), which a restore of them puts back from the index's
@@ -73,8 +97,10 @@ def is_design_line(line: bytes) -> bool:
 
 
 def document_line(doc: JSON, *, sort_keys: bool = False) -> bytes:
-    """A document as one backup line: the stored form and the basis of its digest. Its keys
-    stay in the server's order (`sort_keys` for backups of `SORTED_KEYS_FORMAT`)."""
+    """A leaf revision as one backup line: the stored form and the basis of its digest. Its
+    keys stay in the server's order (`sort_keys` for backups of `SORTED_KEYS_FORMAT`); a leaf
+    of a document with several keeps its history (``_revisions``), so its branch is restored
+    where it was."""
     atts = doc.get("_attachments")
     if atts:
         doc = {
@@ -84,9 +110,14 @@ def document_line(doc: JSON, *, sort_keys: bool = False) -> bytes:
                 for name, meta in atts.items()
             },
         }
+    else:
+        doc = dict(doc)
     doc.pop("_conflicts", None)
-    doc.pop("_revisions", None)
-    return jsoncodec.canonical(doc) if sort_keys else jsoncodec.dumps(doc)
+    doc.pop("_deleted_conflicts", None)
+    if sort_keys:
+        doc.pop("_revisions", None)
+        return jsoncodec.canonical(doc)
+    return jsoncodec.dumps(doc)
 
 
 def mango_field_order(doc: JSON) -> JSON:
@@ -117,6 +148,11 @@ def content_digest(entries: list[tuple[str, str]]) -> str:
 class DatabaseSummary:
     name: str
     documents: int = 0
+    """Documents whose winning revision is live (what the database's ``doc_count`` counts)."""
+    leaves: int = 0
+    """Leaf revisions backed up, one line each: a document with conflicts or deleted
+    branches has several."""
+    conflicted_documents: int = 0
     design_documents: int = 0
     attachments: int = 0
     attachment_bytes: int = 0
@@ -125,6 +161,9 @@ class DatabaseSummary:
     file_bytes: int = 0
     file_sha256: str = ""
     partitioned: bool = False
+    properties: JSON = field(default_factory=dict)
+    """What a restore must set again: ``q`` and ``n`` (where the server says), the revisions
+    limit and the purged-infos limit."""
     security: JSON = field(default_factory=dict)
     documents_expired: int = 0
     """Documents left out: their data is older than the backup may hold (`retention`)."""
@@ -137,6 +176,25 @@ class DatabaseSummary:
         return dict(self.__dict__)
 
 
+def database_properties(couch: Couch, db: str, info: JSON) -> JSON:
+    """The settings of a database that its documents do not carry: its shards (``q``) and
+    copies (``n``) where the server has them, ``_revs_limit`` and ``_purged_infos_limit``
+    where it answers them."""
+    props: JSON = {}
+    cluster = info.get("cluster") or {}
+    for key in ("q", "n"):
+        if isinstance(cluster.get(key), int):
+            props[key] = cluster[key]
+    for key in ("_revs_limit", "_purged_infos_limit"):
+        response = couch.request("GET", f"{db_path(db)}/{key}", ok=(200, 400, 404, 405, 500))
+        if response.status_code == 200:
+            with contextlib.suppress(ValueError):
+                value = response.json()
+                if isinstance(value, int):
+                    props[key] = value
+    return props
+
+
 def _attachment_bytes(doc: JSON) -> tuple[int, int]:
     atts = doc.get("_attachments") or {}
     size = 0
@@ -145,29 +203,6 @@ def _attachment_bytes(doc: JSON) -> tuple[int, int]:
         if isinstance(data, str):
             size += len(data) * 3 // 4 - data[-2:].count("=")
     return len(atts), size
-
-
-SAMPLE = 500
-"""Ids sampled from each end of the changes feed to cut the id space into parallel ranges."""
-
-
-def split_points(couch: Couch, path: str, parts: int) -> list[str]:
-    """Ids that cut the database (or shard copy) at `path` into about `parts` ranges, from a
-    sample of its changes feed (one request at each end): no pass over every id. A skewed
-    sample only parallelises less; the ranges cover every id whatever it is."""
-    if parts < 2:
-        return []
-    sample: set[str] = set()
-    for descending in (False, True):
-        rows = couch.get(
-            f"{path}/_changes", params={"limit": SAMPLE, "descending": descending}
-        ).get("results", [])
-        sample.update(str(r["id"]) for r in rows if not r.get("deleted"))
-    ordered = sorted(sample)
-    if len(ordered) < parts * 4:
-        return []
-    step = len(ordered) / parts
-    return sorted({ordered[int(step * i)] for i in range(1, parts)})
 
 
 def copies_to_read(couch: Couch, db: str) -> list[tuple[Couch, str]] | None:
@@ -219,99 +254,212 @@ def copies_to_read(couch: Couch, db: str) -> list[tuple[Couch, str]] | None:
     return chosen
 
 
-def fetch_range(
-    couch: Couch, path: str, first: str | None, end: str | None, limit: int
-) -> list[JSON]:
-    """Up to `limit` winning revisions with attachments inline from the database (or shard
-    copy) at `path`, ids from `first` (inclusive) to `end` (exclusive); None leaves that side
-    open."""
-    params: dict[str, Any] = {"include_docs": True, "attachments": True, "limit": limit}
-    if first is not None:
-        params["startkey"] = first
-    if end is not None:
-        params["endkey"] = end
-        params["inclusive_end"] = False
-    response = couch.request("GET", f"{path}/_all_docs", params=params)
-    rows = jsoncodec.loads(response.content).get("rows", [])
-    return [row["doc"] for row in rows if row.get("doc")]
+class _Chunks:
+    """A streamed response as the file `ijson` reads: the body is parsed as it arrives, so a
+    page of documents is never held whole (memory bounded by the largest document)."""
+
+    def __init__(self, response: Any, size: int = 1 << 20) -> None:
+        self._chunks = response.iter_content(chunk_size=size)
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:  # ijson asks for 0 bytes to learn whether the file gives bytes or text
+            return b""
+        return next(self._chunks, b"")
 
 
-def _read_range(
-    couch: Couch, path: str, first: str | None, end: str | None, page: int
-) -> Iterator[list[JSON]]:
-    skip_first = False
-    while True:
-        docs = fetch_range(couch, path, first, end, page + (1 if skip_first else 0))
-        if skip_first and docs and docs[0]["_id"] == first:
-            docs = docs[1:]
-        if docs:
-            yield docs
-        if len(docs) < page:
-            return
-        first, skip_first = str(docs[-1]["_id"]), True
+def stream_items(couch: Couch, path: str, params: dict[str, Any], prefix: str) -> Iterator[JSON]:
+    """The items under `prefix` (``results.item``, ``rows.item``) of a JSON answer, parsed as
+    the body streams in."""
+    response = couch.request("GET", path, params=params, stream=True)
+    try:
+        yield from ijson.items(_Chunks(response), prefix, use_float=True, buf_size=1 << 20)
+    except ijson.JSONError as exc:
+        raise CouchError(f"GET {path}: the answer is not the JSON expected ({exc})") from exc
+    finally:
+        response.close()
 
 
-Range = tuple[Couch, str, str | None, str | None]
+@dataclass
+class Change:
+    """One document as the changes feed gives it: its winning revision (attachments inline)
+    and, when it has other leaves (conflicts, deleted branches), every leaf with its history."""
+
+    doc: JSON
+    leaves: list[JSON] | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.doc["_id"])
+
+    def revisions(self) -> list[JSON]:
+        """The leaves to back up, the winning one first (a restore decides on it whether the
+        document's data is young enough to write)."""
+        if not self.leaves:
+            return [self.doc]
+        won = [leaf for leaf in self.leaves if leaf.get("_rev") == self.doc.get("_rev")]
+        return won + [leaf for leaf in self.leaves if leaf.get("_rev") != self.doc.get("_rev")]
 
 
-def read_ranges(
+def fetch_leaves(couch: Couch, path: str, doc_id: str) -> list[JSON]:
+    """Every leaf revision of a document (deleted ones too), each with its history
+    (``_revisions``) and attachments inline, in revision order."""
+    answer = couch.get(
+        f"{path}/{quote(doc_id, safe='')}",
+        params={"open_revs": "all", "revs": True, "attachments": True},
+    )
+    found = [item["ok"] for item in answer if isinstance(item, dict) and "ok" in item]
+    return sorted(found, key=lambda leaf: revision_order(str(leaf.get("_rev", ""))))
+
+
+def revision_order(rev: str) -> tuple[int, str]:
+    pos, _, digest = rev.partition("-")
+    return (int(pos) if pos.isdigit() else 0, digest)
+
+
+Range = tuple[Couch, str, Any, int | None]
+"""A stretch of a changes feed to read: (client, path, since, last seq included or None)."""
+
+
+def changes_ranges(
     couch: Couch, db: str, *, documents: int, page: int, concurrency: int
 ) -> list[Range]:
-    """What to read, as (client, path, first id, end id): the database's shard copies, one per
+    """What to read, as stretches of changes feeds: the database's shard copies, one per
     range, when it holds more than a page and the server offers them, else the clustered
-    database; either cut into id ranges so that about `concurrency` are read at once (one
-    stream per copy leaves the server waiting while each page is parsed, and q=2 gave two:
-    60,000 documents took 5.3-5.4 s and 8.4-8.6 s of CouchDB CPU so, against 4.5-4.8 s and
-    6.9-7.3 s cut in four, 3 alternating pairs on the 3-node cluster)."""
+    database. A copy's sequence numbers are integers: each copy is cut into stretches of
+    sequence so that about `concurrency` are read at once (one stream per copy leaves the
+    server waiting while each page is parsed). The clustered feed's sequences are opaque: it
+    is read as one stream."""
     sources = [(couch, db_path(db))]
     if documents > page:
         sources = copies_to_read(couch, db) or sources
     parts = -(-concurrency // len(sources)) if documents > page * len(sources) else 1
     ranges: list[Range] = []
     for client, path in sources:
-        bounds: list[str | None] = [None, *split_points(client, path, parts), None]
-        ranges.extend((client, path, first, end) for first, end in itertools.pairwise(bounds))
+        if parts < 2 or path == db_path(db):
+            ranges.append((client, path, 0, None))
+            continue
+        top = client.get(path).get("update_seq")
+        if not isinstance(top, int) or top < parts * page // 4:
+            ranges.append((client, path, 0, None))
+            continue
+        cuts = [top * i // parts for i in range(parts)]
+        ranges.extend(
+            (client, path, since, until)
+            for since, until in zip(cuts, [*(c for c in cuts[1:]), None], strict=True)
+        )
     return ranges
+
+
+def _read_range(
+    couch: Couch, path: str, since: Any, until: int | None, page: int
+) -> Iterator[Change]:
+    """The live documents of one stretch of a changes feed (``style=all_docs`` names every
+    leaf of each), page by page; the last stretch of a feed stays open to its end, so a
+    document moved there by a write during the backup is still read."""
+    params: dict[str, Any] = {
+        "style": "all_docs",
+        "include_docs": True,
+        "attachments": True,
+        "limit": page,
+    }
+    while True:
+        rows = 0
+        last: Any = since
+        for row in stream_items(
+            couch, f"{path}/_changes", {**params, "since": since}, "results.item"
+        ):
+            rows += 1
+            last = row.get("seq", last)
+            if until is not None and isinstance(last, int) and last > until:
+                return
+            doc = row.get("doc")
+            if row.get("deleted") or not isinstance(doc, dict):
+                continue  # a deleted winner: every leaf is deleted, the document holds nothing
+            leaves = row.get("changes") or []
+            if len(leaves) > 1:
+                yield Change(doc, fetch_leaves(couch, path, str(doc["_id"])))
+            else:
+                yield Change(doc)
+        if rows < page:
+            return
+        since = last
+
+
+CHUNK_BYTES = 1 << 20
+"""About how many bytes of documents a reading thread hands over at once."""
 
 
 def read_database(
     couch: Couch, db: str, *, documents: int, page: int, concurrency: int
-) -> Iterator[list[JSON]]:
-    """Pages of documents, in no particular order: the ranges of `read_ranges` are streamed by
-    up to `concurrency` threads, each range page by page (memory stays bounded by the page
-    size). `documents` is about how many the database holds (its ``doc_count``)."""
+) -> Iterator[list[Change]]:
+    """Chunks of documents, in no particular order, each document once (a write during the
+    read can move a document to a later stretch: the first reading is kept): the stretches of
+    `changes_ranges` are streamed by up to `concurrency` threads. Memory stays bounded by
+    bytes: each thread parses one document at a time and hands over chunks of about
+    `CHUNK_BYTES`, at most two per thread waiting. `documents` is about how many the database
+    holds (its ``doc_count``)."""
     todo: queue.SimpleQueue[Range] = queue.SimpleQueue()
-    ranges = read_ranges(couch, db, documents=documents, page=page, concurrency=concurrency)
+    ranges = changes_ranges(couch, db, documents=documents, page=page, concurrency=concurrency)
     for one in ranges:
         todo.put(one)
     workers = max(1, min(concurrency, len(ranges)))
-    pages: queue.Queue[list[JSON] | BaseException | None] = queue.Queue(maxsize=2 * workers)
+    chunks: queue.Queue[list[Change] | BaseException | None] = queue.Queue(maxsize=2 * workers)
+    stop = threading.Event()
+
+    def hand_over(item: list[Change] | BaseException | None) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                chunks.put(item, timeout=0.2)
+                return
 
     def worker() -> None:
         try:
-            while True:
+            while not stop.is_set():
                 try:
-                    client, path, first, end = todo.get_nowait()
+                    client, path, since, until = todo.get_nowait()
                 except queue.Empty:
                     break
-                for docs in _read_range(client, path, first, end, page):
-                    pages.put(docs)
-            pages.put(None)
+                chunk: list[Change] = []
+                size = 0
+                for change in _read_range(client, path, since, until, page):
+                    chunk.append(change)
+                    size += _change_bytes(change)
+                    if size >= CHUNK_BYTES or len(chunk) >= page:
+                        hand_over(chunk)
+                        chunk, size = [], 0
+                hand_over(chunk)
+            hand_over(None)
         except BaseException as exc:  # handed to the reading thread, which raises it
-            pages.put(exc)
+            hand_over(exc)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
     for thread in threads:
         thread.start()
+    seen: set[str] = set()
     running = len(threads)
-    while running:
-        item = pages.get()
-        if item is None:
-            running -= 1
-        elif isinstance(item, BaseException):
-            raise item
-        else:
-            yield item
+    try:
+        while running:
+            item = chunks.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                fresh = [change for change in item if change.id not in seen]
+                seen.update(change.id for change in fresh)
+                if fresh:
+                    yield fresh
+    finally:
+        stop.set()  # a reader that stops early lets the threads end
+
+
+def _change_bytes(change: Change) -> int:
+    size = 512
+    for leaf in change.leaves or [change.doc]:
+        for meta in (leaf.get("_attachments") or {}).values():
+            data = meta.get("data")
+            size += len(data) if isinstance(data, str) else 0
+    return size
 
 
 class _HashingWriter(io.RawIOBase):
@@ -355,6 +503,7 @@ def backup_database(
         name=db,
         file=_safe_file_name(index, db),
         partitioned=bool((info.get("props") or {}).get("partitioned")),
+        properties=database_properties(couch, db, info),
         security=couch.get(f"{db_path(db)}/_security"),
     )
     first_seen = first_seen_ledger(couch, db)
@@ -366,11 +515,12 @@ def backup_database(
         hashing = _HashingWriter(raw)
         with gzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=1, mtime=0) as out:
             documents = int(info.get("doc_count") or 0)
-            for docs in read_database(
+            for changes in read_database(
                 couch, db, documents=documents, page=page, concurrency=concurrency
             ):
                 lines = []
-                for doc in docs:
+                for change in changes:
+                    doc = change.doc
                     born = collected_at(doc, keep.timestamp_field, keep.now, first_seen)
                     if born is not None:
                         if born < keep.cutoff:
@@ -378,20 +528,24 @@ def backup_database(
                             continue
                         oldest = born if oldest is None else min(oldest, born)
                         if parse_timestamp(doc.get(keep.timestamp_field), keep.now) is None:
-                            summary.untimed_first_seen[str(doc["_id"])] = iso(born)
-                    line = document_line(doc)
-                    lines.append(line)
-                    entries.append((str(doc["_id"]), hashlib.sha256(line).hexdigest()))
-                    if str(doc["_id"]).startswith("_design/"):
+                            summary.untimed_first_seen[change.id] = iso(born)
+                    summary.documents += 1
+                    if change.leaves:
+                        summary.conflicted_documents += 1
+                    if change.id.startswith("_design/"):
                         summary.design_documents += 1
-                    count, size = _attachment_bytes(doc)
-                    summary.attachments += count
-                    summary.attachment_bytes += size
+                    for leaf in change.revisions():
+                        line = document_line(leaf)
+                        lines.append(line)
+                        entries.append((change.id, hashlib.sha256(line).hexdigest()))
+                        count, size = _attachment_bytes(leaf)
+                        summary.attachments += count
+                        summary.attachment_bytes += size
                 if lines:
                     out.write(b"\n".join(lines) + b"\n")
         raw.flush()
         os.fsync(raw.fileno())
-    summary.documents = len(entries)
+    summary.leaves = len(entries)
     summary.oldest_data_at = iso(oldest) if oldest is not None else None
     summary.content_sha256 = content_digest(entries)
     summary.file_bytes = hashing.size
@@ -565,6 +719,8 @@ def backup(
             "totals": {
                 "databases": len(summaries),
                 "documents": sum(s.documents for s in summaries),
+                "leaves": sum(s.leaves for s in summaries),
+                "conflicted_documents": sum(s.conflicted_documents for s in summaries),
                 "documents_expired": sum(s.documents_expired for s in summaries),
                 "attachments": sum(s.attachments for s in summaries),
                 "attachment_bytes": sum(s.attachment_bytes for s in summaries),
@@ -659,7 +815,7 @@ def load_manifest(path: Path) -> JSON:
         manifest: JSON = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise OpsError(f"{path / MANIFEST} is unreadable: {exc}") from exc
-    if manifest.get("format") not in (FORMAT, SORTED_KEYS_FORMAT):
+    if manifest.get("format") not in (FORMAT, WINNERS_FORMAT, SORTED_KEYS_FORMAT):
         raise OpsError(f"{path / MANIFEST}: unknown format {manifest.get('format')!r}")
     return manifest
 
@@ -739,7 +895,15 @@ def _bulk_write(couch: Couch, db: str, lines: list[bytes], copies: int | None = 
     restore then ended seconds after its last answer: 13.3-19.7 s in 10 runs for the same
     60,000 documents on a 3-node CouchDB 3.5.2, against 13.3-16.4 s in 11 runs with every copy
     confirming (runs alternated while that server slowed over the hour)."""
-    results = couch.write_as_is(db, b"[" + b",".join(lines) + b"]", copies)
+    try:
+        results = couch.write_as_is(db, b"[" + b",".join(lines) + b"]", copies)
+    except CouchError as exc:
+        if exc.status == 413 and len(lines) == 1:
+            raise OpsError(
+                f"{db}: a document of {len(lines[0])} bytes is larger than the server accepts "
+                f"in one request ({exc}); raise [chttpd] max_http_request_size to restore it"
+            ) from exc
+        raise
     failures = [r for r in results if isinstance(r, dict) and r.get("error")]
     if failures:
         first = failures[0]
@@ -750,20 +914,43 @@ def _bulk_write(couch: Couch, db: str, lines: list[bytes], copies: int | None = 
     return len(lines)
 
 
+ID_PREFIX = b'{"_id":'
+
+
+def line_id(line: bytes) -> str:
+    """The id of a backup line (the first key of every line the backup writes)."""
+    if line.startswith(ID_PREFIX):
+        end = line.find(b'",', len(ID_PREFIX))
+        if end > 0 and b"\\" not in line[len(ID_PREFIX) : end]:
+            return line[len(ID_PREFIX) + 1 : end].decode()
+    return str(jsoncodec.loads(line)["_id"])
+
+
 @dataclass
 class _Admission:
     """Which lines of a backup file a restore writes: none whose data the purge would remove
-    (`keep`, None when the manifest shows that nothing in the file is that old)."""
+    (`keep`, None when the manifest shows that nothing in the file is that old). The lines of
+    one document follow each other, its winning revision first: it decides for all."""
 
     keep: DataCutoff | None
     created_at: datetime
     untimed: dict[str, str]
     expired: int = 0
+    _last: tuple[str, bool] = ("", True)
 
     def admits(self, line: bytes) -> bool:
         if self.keep is None:
             return True
+        doc_id = line_id(line)
+        if doc_id == self._last[0]:
+            return self._last[1]
         doc = jsoncodec.loads(line)
+        admitted = self._decide(doc)
+        self._last = (doc_id, admitted)
+        return admitted
+
+    def _decide(self, doc: JSON) -> bool:
+        assert self.keep is not None
         born = collected_at(
             doc, self.keep.timestamp_field, self.keep.now, self.untimed, self.created_at
         )
@@ -777,43 +964,96 @@ class _Admission:
         return True
 
 
+BATCH_BYTES = 8 << 20
+"""At most about this many bytes of documents per `_bulk_docs` request (CouchDB refuses a
+request above `[chttpd] max_http_request_size`, 64 MiB by default): with a restore's window
+of 2 x concurrency requests, the memory held stays bounded by bytes, whatever the documents
+weigh (identity scans of several MB each)."""
+
+CHECKPOINT_ID = "_local/couchops-restore"
+"""Where a restore records, in the database it writes, how far into its backup file every
+copy has confirmed the writes: a restore run again after being killed goes on from there.
+A local document: never replicated, never in a backup, and deleted once the restore is
+complete."""
+CHECKPOINT_SECONDS = 2.0
+
+
+@dataclass
+class _Batches:
+    """The lines of a file cut into requests bounded by count and bytes."""
+
+    count: int
+    size: int
+    lines: list[bytes] = field(default_factory=list)
+    held: int = 0
+
+    def add(self, line: bytes) -> list[bytes] | None:
+        """Add a line; answer a full batch to send, the line starting the next one."""
+        full = None
+        if self.lines and (len(self.lines) >= self.count or self.held + len(line) > self.size):
+            full, self.lines, self.held = self.lines, [], 0
+        self.lines.append(line)
+        self.held += len(line) + 1
+        return full
+
+
 def _write_file(
     couch: Couch,
     target: str,
     path: Path,
     *,
     batch: int,
+    batch_bytes: int,
     concurrency: int,
     sorted_keys: bool,
     copies: int | None,
     admission: _Admission,
+    done: int = 0,
+    checkpoint: Callable[[int], None] = lambda _lines: None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[int, list[bytes]]:
     """Write a backup file's documents in batches, `concurrency` requests in flight, except
     its design documents and what `admission` refuses; answers how many were written and the
     design documents, to be written last (`sorted_keys`: the file is of `SORTED_KEYS_FORMAT`,
-    its Mango indexes get their field order back)."""
-    window: deque[Future[int]] = deque()
+    its Mango indexes get their field order back). The first `done` lines were written by an
+    earlier run (still read: admission and design documents are decided on every line);
+    `checkpoint` is told, every few seconds, how many lines every copy holds."""
+    window: deque[tuple[Future[int], int]] = deque()
     written = 0
     design: list[bytes] = []
+    saved_at = clock()
+    confirmed = done
+
+    def settle(keep: int) -> None:
+        nonlocal written, saved_at, confirmed
+        while len(window) > keep:
+            future, upto = window.popleft()
+            written += future.result()
+            confirmed = upto
+        if clock() - saved_at >= CHECKPOINT_SECONDS:
+            checkpoint(confirmed)
+            saved_at = clock()
+
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        chunk: list[bytes] = []
-        for line in read_lines(path):
+        batches = _Batches(batch, batch_bytes)
+        number = 0
+        for number, line in enumerate(read_lines(path), start=1):
             if not admission.admits(line):
                 continue
             if is_design_line(line):
                 repaired = mango_field_order(jsoncodec.loads(line)) if sorted_keys else None
                 design.append(line if repaired is None else jsoncodec.dumps(repaired))
                 continue
-            chunk.append(line)
-            if len(chunk) >= batch:
-                window.append(pool.submit(_bulk_write, couch, target, chunk, copies))
-                chunk = []
-                while len(window) > 2 * concurrency:
-                    written += window.popleft().result()
-        if chunk:
-            window.append(pool.submit(_bulk_write, couch, target, chunk, copies))
-        while window:
-            written += window.popleft().result()
+            if number <= done:
+                continue
+            full = batches.add(line)
+            if full is not None:
+                window.append((pool.submit(_bulk_write, couch, target, full, copies), number - 1))
+                settle(2 * concurrency)
+        if batches.lines:
+            window.append((pool.submit(_bulk_write, couch, target, batches.lines, copies), number))
+        settle(0)
+        checkpoint(max(confirmed, number))
     return written, design
 
 
@@ -823,6 +1063,7 @@ def restore(
     *,
     mapping: dict[str, str] | None = None,
     batch: int = 1000,
+    batch_bytes: int = BATCH_BYTES,
     concurrency: int = 8,
     q: int | None = None,
     n: int | None = None,
@@ -832,89 +1073,179 @@ def restore(
 ) -> dict[str, int]:
     """Restore databases from a backup into absent or empty databases, then check counts.
 
+    Every leaf revision is written as it was (``new_edits=false``: revision ids and conflicts
+    kept, nothing written twice), then the database's settings (security, revisions and
+    purged-infos limits). A restore killed midway, run again with the same backup, goes on
+    from its checkpoint (`CHECKPOINT_ID`) in each database instead of starting over; a
+    database holding anything else is refused.
+
     With `keep` (the purge's cutoff), a document whose data the purge would remove is never
     written, so nobody can read it, and each undated document restored enters the purge's
     ledger as first seen when the backup says (at the latest when it was taken): a restore of
     an old backup brings back nothing the retention forbids, and makes nothing younger."""
     log = logger()
     manifest = load_manifest(backup_path)
-    created_at = manifest_instant(manifest["created_at"])
     selected = _selected(manifest, mapping)
-    for entry, target in selected:
-        info = couch.db_info(target)
-        if info and (info.get("doc_count", 0) or info.get("doc_del_count", 0)):
-            raise OpsError(
-                f"restore refuses database {target}: it is not empty "
-                f"({info.get('doc_count')} documents, {info.get('doc_del_count')} deleted)"
-            )
+    resume = {target: _resume_point(couch, manifest, entry, target) for entry, target in selected}
+    for entry, _target in selected:
         _check_file(backup_path, entry)
     started = clock()
     restored = 0
     expired = 0
     for entry, target in selected:
-        info = couch.db_info(target)
-        if info is None:
-            params: dict[str, Any] = {"q": q, "n": n}
-            if entry.get("partitioned"):
-                params["partitioned"] = True
-            couch.request("PUT", db_path(target), params=params, ok=(201, 202))
-            info = couch.db_info(target) or {}
-        copies = shard_copies(info)
-        admission = _Admission(
-            keep if keep is not None and _may_hold_older(entry, keep) else None,
-            created_at,
-            dict(entry.get("untimed_first_seen") or {}),
-        )
-        written, design = _write_file(
+        written, admission = _restore_database(
             couch,
+            backup_path,
+            manifest,
+            entry,
             target,
-            backup_path / str(entry["file"]),
-            batch=batch,
-            concurrency=concurrency,
-            sorted_keys=manifest["format"] == SORTED_KEYS_FORMAT,
-            copies=copies,
-            admission=admission,
+            done=resume[target],
+            write=_Writing(batch, batch_bytes, concurrency, q, n),
+            keep=keep,
+            sleep=sleep,
         )
-        if admission.untimed:
-            couch.put_doc(
-                target, {"_id": LEDGER_ID, "first_seen": dict(sorted(admission.untimed.items()))}
-            )
-        expected = int(entry["documents"]) - admission.expired
-        expired += admission.expired
-        if design:
-            # Last, once every copy holds the other documents: CouchDB builds a database's
-            # indexes as soon as their design documents exist. Written first, they would be
-            # updated beside every batch of the restore (a quarter of its time on a 3-node
-            # CouchDB 3.5.2); written while a copy still catches up with the last batches, the
-            # index builds would compete with it.
-            wait_for_count(couch, target, written, sleep=sleep)
-            written += _bulk_write(couch, target, design, copies)
-        if entry.get("security"):
-            couch.put(f"{db_path(target)}/_security", entry["security"])
-        count = wait_for_count(couch, target, expected, sleep=sleep)
-        if count != expected or written != expected:
-            raise VerificationError(
-                f"{target}: restored {written} documents, the database counts {count}, "
-                f"the backup holds {entry['documents']} of which {admission.expired} expired"
-            )
         restored += written
-        log.info(
-            "restore.database_done",
-            source=entry["name"],
-            database=target,
-            documents=written,
-            documents_expired=admission.expired,
-        )
+        expired += admission.expired
     duration = clock() - started
     log.info(
         "restore.summary",
         backup=manifest["id"],
         databases=len(selected),
-        documents=restored,
+        revisions_written=restored,
         duration_seconds=round(duration, 3),
-        documents_per_second=round(restored / duration, 1) if duration else 0,
+        revisions_per_second=round(restored / duration, 1) if duration else 0,
     )
     return {"databases": len(selected), "documents": restored, "documents_expired": expired}
+
+
+@dataclass(frozen=True)
+class _Writing:
+    batch: int
+    batch_bytes: int
+    concurrency: int
+    q: int | None
+    n: int | None
+
+
+def _resume_point(couch: Couch, manifest: JSON, entry: JSON, target: str) -> int:
+    """How many lines of its file an earlier, killed restore of this backup wrote into
+    `target` (0 for an absent or empty database); a database holding anything else is
+    refused."""
+    info = couch.db_info(target)
+    if not info or not (info.get("doc_count", 0) or info.get("doc_del_count", 0)):
+        return 0
+    mark = couch.get_doc(target, CHECKPOINT_ID)
+    if not mark or (mark.get("backup"), mark.get("file_sha256")) != (
+        manifest["id"],
+        entry["file_sha256"],
+    ):
+        raise OpsError(
+            f"restore refuses database {target}: it is not empty "
+            f"({info.get('doc_count')} documents, {info.get('doc_del_count')} deleted) "
+            "and holds no unfinished restore of this backup"
+        )
+    return int(mark.get("lines", 0))
+
+
+def _restore_database(
+    couch: Couch,
+    backup_path: Path,
+    manifest: JSON,
+    entry: JSON,
+    target: str,
+    *,
+    done: int,
+    write: _Writing,
+    keep: DataCutoff | None,
+    sleep: Callable[[float], None],
+) -> tuple[int, _Admission]:
+    props = dict(entry.get("properties") or {})
+    info = couch.db_info(target)
+    if info is None:
+        params: dict[str, Any] = {"q": write.q or props.get("q"), "n": write.n}
+        if entry.get("partitioned"):
+            params["partitioned"] = True
+        couch.request("PUT", db_path(target), params=params, ok=(201, 202))
+        info = couch.db_info(target) or {}
+    copies = shard_copies(info)
+    admission = _Admission(
+        keep if keep is not None and _may_hold_older(entry, keep) else None,
+        manifest_instant(manifest["created_at"]),
+        dict(entry.get("untimed_first_seen") or {}),
+    )
+    if done:
+        logger().info("restore.resumed", database=target, lines_done=done)
+    mark: JSON = {"backup": manifest["id"], "file_sha256": entry["file_sha256"], "lines": done}
+    current = couch.get_doc(target, CHECKPOINT_ID)
+    if current is not None:
+        mark["_rev"] = current["_rev"]
+
+    def checkpoint(lines: int) -> None:
+        mark["lines"] = lines
+        mark["_rev"] = couch.put(doc_path(target, CHECKPOINT_ID), mark).get("rev")
+
+    checkpoint(done)
+    written, design = _write_file(
+        couch,
+        target,
+        backup_path / str(entry["file"]),
+        batch=write.batch,
+        batch_bytes=write.batch_bytes,
+        concurrency=write.concurrency,
+        sorted_keys=manifest["format"] == SORTED_KEYS_FORMAT,
+        copies=copies,
+        admission=admission,
+        done=done,
+        checkpoint=checkpoint,
+    )
+    if admission.untimed:
+        ledger = {"_id": LEDGER_ID, "first_seen": dict(sorted(admission.untimed.items()))}
+        existing = couch.get_doc(target, LEDGER_ID)
+        if existing is not None:
+            ledger["_rev"] = existing["_rev"]
+        couch.put_doc(target, ledger)
+    expected = int(entry["documents"]) - admission.expired
+    if design:
+        # Last, once every copy holds the other documents: CouchDB builds a database's
+        # indexes as soon as their design documents exist. Written first, they would be
+        # updated beside every batch of the restore (a quarter of its time on a 3-node
+        # CouchDB 3.5.2); written while a copy still catches up with the last batches, the
+        # index builds would compete with it.
+        wait_for_count(couch, target, expected - len({line_id(d) for d in design}), sleep=sleep)
+        written += _bulk_write(couch, target, design, copies)
+    _restore_settings(couch, target, entry, props)
+    count = wait_for_count(couch, target, expected, sleep=sleep)
+    if count != expected:
+        raise VerificationError(
+            f"{target}: the database counts {count} documents, the backup holds "
+            f"{entry['documents']} of which {admission.expired} expired"
+        )
+    couch.request("DELETE", doc_path(target, CHECKPOINT_ID), params={"rev": mark["_rev"]})
+    logger().info(
+        "restore.database_done",
+        source=entry["name"],
+        database=target,
+        documents=count,
+        revisions_written=written,
+        documents_expired=admission.expired,
+    )
+    return written, admission
+
+
+def _restore_settings(couch: Couch, target: str, entry: JSON, props: JSON) -> None:
+    """What the documents do not carry: the revisions and purged-infos limits, then the
+    security object (last: it may shut the restoring admin's own tools out of nothing, but
+    the web app's members get in only once everything is there)."""
+    for key in ("_revs_limit", "_purged_infos_limit"):
+        if key in props:
+            couch.request(
+                "PUT",
+                f"{db_path(target)}/{key}",
+                data=str(int(props[key])).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+    if entry.get("security"):
+        couch.put(f"{db_path(target)}/_security", entry["security"])
 
 
 def _may_hold_older(entry: JSON, keep: DataCutoff) -> bool:
@@ -932,26 +1263,32 @@ def live_digest(
     *,
     page: int = 1000,
     concurrency: int = 4,
-    sort_keys: bool = False,
+    form: str = FORMAT,
     keep: DataCutoff | None = None,
 ) -> tuple[int, str]:
-    """A live database's document count and content digest, as a backup's manifest gives
-    them (`sort_keys` for a backup of `SORTED_KEYS_FORMAT`; `keep`: only the documents whose
-    data is not older than its cutoff)."""
+    """A live database's document count and content digest, as a backup's manifest of format
+    `form` gives them (every leaf revision, or only the winning ones for earlier formats;
+    `keep`: only the documents whose data is not older than its cutoff)."""
     first_seen = first_seen_ledger(couch, db) if keep is not None else {}
     info = couch.db_info(db)
     if info is None:
         raise VerificationError(f"database {db} does not exist")
-    documents = int(info.get("doc_count") or 0)
-    entries = [
-        (str(doc["_id"]), hashlib.sha256(document_line(doc, sort_keys=sort_keys)).hexdigest())
-        for docs in read_database(
-            couch, db, documents=documents, page=page, concurrency=concurrency
-        )
-        for doc in docs
-        if keep is None or not _older(doc, keep, first_seen, None)
-    ]
-    return len(entries), content_digest(entries)
+    documents = 0
+    entries: list[tuple[str, str]] = []
+    sort_keys = form == SORTED_KEYS_FORMAT
+    for changes in read_database(
+        couch, db, documents=int(info.get("doc_count") or 0), page=page, concurrency=concurrency
+    ):
+        for change in changes:
+            if keep is not None and _older(change.doc, keep, first_seen, None):
+                continue
+            documents += 1
+            leaves = change.revisions() if form == FORMAT else [change.doc]
+            entries.extend(
+                (change.id, hashlib.sha256(document_line(leaf, sort_keys=sort_keys)).hexdigest())
+                for leaf in leaves
+            )
+    return documents, content_digest(entries)
 
 
 def _older(
@@ -959,6 +1296,92 @@ def _older(
 ) -> bool:
     born = collected_at(doc, keep.timestamp_field, keep.now, first_seen, unseen)
     return born is not None and born < keep.cutoff
+
+
+def _check_content(
+    path: Path, entry: JSON, keep: DataCutoff | None, created_at: datetime
+) -> tuple[int, tuple[int, str]]:
+    """Check a backup file against its manifest entry (documents, leaves, attachments,
+    content digest, the attachments' base64); answer its document count and the count and
+    digest of what a restore with `keep` would write."""
+    entries: list[tuple[str, str]] = []
+    current: list[tuple[str, str]] = []
+    untimed = dict(entry.get("untimed_first_seen") or {})
+    attachments = 0
+    ids: list[str] = []
+    kept_ids = 0
+    admitted = True
+    for line in read_lines(path):
+        try:
+            doc = jsoncodec.loads(line)
+        except ValueError as exc:
+            raise VerificationError(f"{entry['name']}: a line is not JSON ({exc})") from exc
+        for meta in (doc.get("_attachments") or {}).values():
+            base64.b64decode(meta.get("data", ""), validate=True)
+            attachments += 1
+        doc_id = str(doc["_id"])
+        entries.append((doc_id, hashlib.sha256(line).hexdigest()))
+        if not ids or ids[-1] != doc_id:  # a document's leaves follow each other, winner first
+            ids.append(doc_id)
+            admitted = keep is None or not _older(doc, keep, untimed, created_at)
+            kept_ids += admitted
+        if admitted:
+            current.append(entries[-1])
+    leaves = int(entry.get("leaves") or entry["documents"])
+    if (len(ids), len(entries), attachments) != (entry["documents"], leaves, entry["attachments"]):
+        raise VerificationError(
+            f"{entry['name']}: the file holds {len(ids)} documents, {len(entries)} revisions "
+            f"and {attachments} attachments, the manifest says {entry['documents']}, {leaves} "
+            f"and {entry['attachments']}"
+        )
+    if content_digest(entries) != entry["content_sha256"]:
+        raise VerificationError(f"{entry['name']}: content digest differs from the manifest")
+    return len(ids), (kept_ids, content_digest(current))
+
+
+def _compare_live(
+    couch: Couch,
+    target: str,
+    entry: JSON,
+    *,
+    form: str,
+    keep: DataCutoff | None,
+    expected: tuple[int, str],
+    settle_seconds: float,
+) -> None:
+    """The live database holds exactly what the backup would restore: the same settings
+    (partitioning, security, revisions and purged-infos limits, shards) and the same
+    documents, each with the same leaf revisions (a copy that has not caught up with a recent
+    write may answer first: re-read, bounded)."""
+    info = couch.db_info(target)
+    if info is None:
+        raise VerificationError(f"database {target} does not exist")
+    differences = []
+    if bool((info.get("props") or {}).get("partitioned")) != bool(entry.get("partitioned")):
+        differences.append("partitioned")
+    if form == FORMAT:
+        live_props = database_properties(couch, target, info)
+        differences += [
+            key
+            for key, value in (entry.get("properties") or {}).items()
+            if key != "n" and live_props.get(key) != value
+        ]
+    if (couch.get(f"{db_path(target)}/_security") or {}) != (entry.get("security") or {}):
+        differences.append("_security")
+    if differences:
+        raise VerificationError(
+            f"{target}: the live database's {', '.join(differences)} differ from the backup's"
+        )
+    deadline = time.monotonic() + settle_seconds
+    found = live_digest(couch, target, form=form, keep=keep)
+    while found != expected and time.monotonic() < deadline:
+        time.sleep(1.0)
+        found = live_digest(couch, target, form=form, keep=keep)
+    if found != expected:
+        raise VerificationError(
+            f"{target}: live database holds {found[0]} documents (digest {found[1][:12]}…), "
+            f"the backup {expected[0]} within the retention (digest {expected[1][:12]}…)"
+        )
 
 
 def verify(
@@ -980,46 +1403,21 @@ def verify(
     documents = 0
     for entry, target in _selected(manifest, mapping):
         path = _check_file(backup_path, entry)
-        entries = []
-        current = []
-        untimed = dict(entry.get("untimed_first_seen") or {})
-        attachments = 0
-        for line in read_lines(path):
-            try:
-                doc = jsoncodec.loads(line)
-            except ValueError as exc:
-                raise VerificationError(f"{entry['name']}: a line is not JSON ({exc})") from exc
-            for meta in (doc.get("_attachments") or {}).values():
-                base64.b64decode(meta.get("data", ""), validate=True)
-                attachments += 1
-            entries.append((str(doc["_id"]), hashlib.sha256(line).hexdigest()))
-            if keep is None or not _older(doc, keep, untimed, created_at):
-                current.append(entries[-1])
-        if len(entries) != entry["documents"] or attachments != entry["attachments"]:
-            raise VerificationError(
-                f"{entry['name']}: the file holds {len(entries)} documents and {attachments} "
-                f"attachments, the manifest says {entry['documents']} and {entry['attachments']}"
-            )
-        if content_digest(entries) != entry["content_sha256"]:
-            raise VerificationError(f"{entry['name']}: content digest differs from the manifest")
+        count, current = _check_content(path, entry, keep, created_at)
         if live:
             if couch is None:
                 raise OpsError("a live verification needs a CouchDB connection")
-            expected = (len(current), content_digest(current))
-            deadline = time.monotonic() + settle_seconds
-            sort_keys = manifest["format"] == SORTED_KEYS_FORMAT
-            count, digest = live_digest(couch, target, sort_keys=sort_keys, keep=keep)
-            # A copy that has not caught up with a recent write may answer: re-read, bounded.
-            while (count, digest) != expected and time.monotonic() < deadline:
-                time.sleep(1.0)
-                count, digest = live_digest(couch, target, sort_keys=sort_keys, keep=keep)
-            if (count, digest) != expected:
-                raise VerificationError(
-                    f"{target}: live database holds {count} documents (digest {digest[:12]}…), "
-                    f"the backup {expected[0]} within the retention (digest {expected[1][:12]}…)"
-                )
+            _compare_live(
+                couch,
+                target,
+                entry,
+                form=manifest["format"],
+                keep=keep,
+                expected=current,
+                settle_seconds=settle_seconds,
+            )
         checked += 1
-        documents += len(entries)
-        log.info("verify.database_ok", database=entry["name"], documents=len(entries), live=live)
+        documents += count
+        log.info("verify.database_ok", database=entry["name"], documents=count, live=live)
     log.info("verify.summary", backup=manifest["id"], databases=checked, documents=documents)
     return {"databases": checked, "documents": documents}

@@ -6,12 +6,13 @@ interface that replaced port 5986; docs.couchdb.org, "/_node/{node-name}"). What
 - `GET /_node/_local/_dbs/{db}` answers the database's shard map: `by_range` (range -> nodes
   holding a copy) and `shard_suffix` (the character codes of ".<creation time>").
 - A copy is the database `shards/{range}/{db}{suffix}`, its name URL-escaped as one path
-  segment: `GET /_node/{node}/{shard}` answers its info (`doc_count`, `doc_del_count`) and
-  `GET /_node/{node}/{shard}/_all_docs` its rows, as for any database.
+  segment: `GET /_node/{node}/{shard}` answers its info (`doc_count`, `doc_del_count`, an
+  integer `update_seq`) and `GET /_node/{node}/{shard}/_changes` its feed (integer
+  sequences, unlike the clustered feed's opaque ones), as for any database.
 
 The same requests run against the real 3-node cluster whenever tests/ops/test_backup_server.py
 is pointed at one (`COUCHDB_URL`); with pouchdb-server the backup reads the clustered
-`_all_docs`, as the last test here checks.
+`_changes`, as a test here checks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 import responses
 from responses import matchers
 
-from couchops.backup import copies_to_read, read_database, read_ranges
+from couchops.backup import changes_ranges, copies_to_read, read_database
 from couchops.couch import Couch, parse_node_urls
 
 pytestmark = pytest.mark.contract
@@ -54,9 +55,12 @@ def shard_map(db: str = "onboarding") -> None:
     )
 
 
-def copy_info(node: str, shard_range: str, docs: int, deleted: int = 0) -> None:
+def copy_info(
+    node: str, shard_range: str, docs: int, deleted: int = 0, update_seq: int = 0
+) -> None:
     responses.get(
-        BASE + copy_path(node, shard_range), json={"doc_count": docs, "doc_del_count": deleted}
+        BASE + copy_path(node, shard_range),
+        json={"doc_count": docs, "doc_del_count": deleted, "update_seq": update_seq},
     )
 
 
@@ -103,103 +107,146 @@ def test_a_copy_that_does_not_answer_is_passed_over() -> None:
     assert BASE + copy_path("couchdb@b", RANGES[1]) in asked
 
 
+def change(doc_id: str, seq: object, leaves: int = 1, **extra: object) -> dict[str, object]:
+    """A row of `_changes?style=all_docs&include_docs=true`: every leaf's revision, the
+    winning one's document."""
+    revs = [{"rev": f"{n + 1}-{doc_id}"} for n in range(leaves)]
+    return {
+        "seq": seq,
+        "id": doc_id,
+        "changes": revs,
+        "doc": {"_id": doc_id, "_rev": revs[-1]["rev"]},
+        **extra,
+    }
+
+
+def changes_page(path: str, rows: list[dict[str, object]], since: object, limit: int) -> None:
+    responses.get(
+        f"{BASE}{path}/_changes",
+        match=[
+            matchers.query_param_matcher(
+                {
+                    "style": "all_docs",
+                    "include_docs": "true",
+                    "attachments": "true",
+                    "limit": str(limit),
+                    "since": str(since),
+                }
+            )
+        ],
+        json={"results": rows, "last_seq": rows[-1]["seq"] if rows else since},
+    )
+
+
+def read_ids(**kwargs: int) -> list[str]:
+    return [c.id for chunk in read_database(couch(), "onboarding", **kwargs) for c in chunk]
+
+
 @responses.activate
-def test_the_documents_are_read_from_the_chosen_copies_page_by_page() -> None:
+def test_the_documents_are_read_from_the_chosen_copies_changes_page_by_page() -> None:
+    """Each chosen copy's changes feed is read in pages (`since` the last sequence); a
+    document with several leaves is read again with `open_revs=all` from the same copy, and
+    a deleted one (its winner deleted: every leaf is) is left out."""
     shard_map()
     for shard_range in RANGES:
         for node in NODES:
             copy_info(node, shard_range, 3)
-    served: dict[str, list[str]] = {
-        copy_path("couchdb@a", RANGES[0]): ["a1", "a2", "a3"],
-        copy_path("couchdb@b", RANGES[1]): ["b1", "b2", "b3"],
-    }
-    for path, ids in served.items():
-        rows = [{"id": i, "key": i, "value": {"rev": "1-x"}, "doc": {"_id": i}} for i in ids]
-        # a sample of its changes too small to cut the copy into ranges
-        responses.get(f"{BASE}{path}/_changes", json={"results": [{"id": i} for i in ids]})
-        # a page of two, then the rest from the last id (read again and skipped)
-        responses.get(
-            f"{BASE}{path}/_all_docs",
-            match=[
-                matchers.query_param_matcher(
-                    {"include_docs": "true", "attachments": "true", "limit": "2"}
-                )
-            ],
-            json={"rows": rows[:2]},
-        )
-        responses.get(
-            f"{BASE}{path}/_all_docs",
-            match=[
-                matchers.query_param_matcher(
-                    {
-                        "include_docs": "true",
-                        "attachments": "true",
-                        "limit": "3",
-                        "startkey": f'"{ids[1]}"',
-                    }
-                )
-            ],
-            json={"rows": rows[1:]},
-        )
-
-    pages = list(read_database(couch(), "onboarding", documents=6, page=2, concurrency=4))
-
-    assert sorted(doc["_id"] for page in pages for doc in page) == sorted(
-        i for ids in served.values() for i in ids
+    a = copy_path("couchdb@a", RANGES[0])
+    b = copy_path("couchdb@b", RANGES[1])
+    changes_page(a, [change("a1", 1), change("a2", 2)], 0, 2)
+    changes_page(a, [change("a3", 3, leaves=2)], 2, 2)
+    changes_page(b, [change("b1", 1), change("gone", 2, deleted=True)], 0, 2)
+    changes_page(b, [], 2, 2)
+    leaves = responses.get(
+        f"{BASE}{a}/a3",
+        match=[
+            matchers.query_param_matcher(
+                {"open_revs": "all", "revs": "true", "attachments": "true"}
+            )
+        ],
+        json=[
+            {"ok": {"_id": "a3", "_rev": "2-a3", "_revisions": {"start": 2, "ids": ["a3", "x"]}}},
+            {"ok": {"_id": "a3", "_rev": "1-a3", "_deleted": True}},
+        ],
     )
+
+    chunks = list(read_database(couch(), "onboarding", documents=6, page=2, concurrency=4))
+
+    changes = {c.id: c for chunk in chunks for c in chunk}
+    assert sorted(changes) == ["a1", "a2", "a3", "b1"]
+    assert leaves.call_count == 1
+    assert [leaf["_rev"] for leaf in changes["a3"].revisions()] == ["2-a3", "1-a3"]
+    assert changes["a1"].leaves is None
     assert not any(c.request.url.startswith(f"{BASE}/onboarding/") for c in responses.calls)
 
 
 @responses.activate
-def test_each_copy_is_cut_into_id_ranges_so_that_several_are_read_at_once() -> None:
+def test_each_copy_is_cut_into_stretches_of_sequence_so_that_several_are_read_at_once() -> None:
     """One stream per copy leaves the server idle while each page is parsed: with two copies
-    and a concurrency of 8, each is cut in four at ids taken from a sample of its changes."""
+    and a concurrency of 8, each copy's feed (sequences 1..8000) is cut in four; the last
+    stretch stays open to the end of the feed."""
     shard_map()
     for shard_range in RANGES:
         for node in NODES:
-            copy_info(node, shard_range, 5000)
+            copy_info(node, shard_range, 5000, update_seq=8000)
+
+    ranges = changes_ranges(couch(), "onboarding", documents=10_000, page=1000, concurrency=8)
+
     chosen = [copy_path("couchdb@a", RANGES[0]), copy_path("couchdb@b", RANGES[1])]
-    for path in chosen:
-        sample = [{"id": f"{path[-12:]}-{n:03d}"} for n in range(100)]
-        responses.get(f"{BASE}{path}/_changes", json={"results": sample})
-
-    ranges = read_ranges(couch(), "onboarding", documents=10_000, page=1000, concurrency=8)
-
     assert [path for _, path, _, _ in ranges] == [chosen[0]] * 4 + [chosen[1]] * 4
     for k in (0, 4):
-        bounds = [(first, end) for _, _, first, end in ranges[k : k + 4]]
-        assert bounds[0][0] is None and bounds[-1][1] is None
-        assert all(bounds[i][1] == bounds[i + 1][0] is not None for i in range(3))
+        assert [(since, until) for _, _, since, until in ranges[k : k + 4]] == [
+            (0, 2000),
+            (2000, 4000),
+            (4000, 6000),
+            (6000, None),
+        ]
 
 
 @responses.activate
-def test_without_node_local_access_the_clustered_all_docs_is_read() -> None:
+def test_a_stretch_stops_past_its_last_sequence_and_a_moved_document_is_read_once() -> None:
+    """A write during the backup moves a document to the end of the feed: the stretch that
+    had it may have read it already, the last stretch reads it again, the first reading is
+    kept."""
+    shard_map()
+    for shard_range in RANGES:
+        for node in NODES:
+            copy_info(node, shard_range, 2, update_seq=4)
+    a = copy_path("couchdb@a", RANGES[0])
+    b = copy_path("couchdb@b", RANGES[1])
+    changes_page(a, [change("x", 1), change("y", 2), change("z", 3)], 0, 3)  # 3 > 2: not its
+    changes_page(a, [change("z", 3), change("x", 5)], 2, 3)  # x was written again meanwhile
+    changes_page(b, [change("p", 1), change("q", 3)], 0, 3)
+    changes_page(b, [change("q", 3)], 2, 3)
+
+    ids = read_ids(documents=10, page=3, concurrency=4)
+
+    assert sorted(ids) == ["p", "q", "x", "y", "z"]
+    since = [c.request.params.get("since") for c in responses.calls if "_changes" in c.request.url]
+    assert sorted(since) == ["0", "0", "2", "2"]
+
+
+@responses.activate
+def test_without_node_local_access_the_clustered_changes_feed_is_read() -> None:
     responses.get(f"{BASE}/", json={"couchdb": "Welcome", "version": "3.5.2"})
     responses.get(
         f"{BASE}/_node/_local/_dbs/onboarding",
         status=403,
         json={"error": "forbidden", "reason": "You are not a server admin."},
     )
-    responses.get(f"{BASE}/onboarding/_changes", json={"results": []})
-    rows = [{"id": i, "key": i, "value": {"rev": "1-x"}, "doc": {"_id": i}} for i in ("x", "y")]
-    responses.get(f"{BASE}/onboarding/_all_docs", json={"rows": rows})
+    opaque = "2-g1AAAABzeJzLYWBgYMpgTmHgz8tPSTV0MDQy1zMAQsMckEQiQ1L9____sxIZcCrJYwGSDA1A6j9IZQ"
+    changes_page("/onboarding", [change("x", "1-g1AA"), change("y", opaque)], 0, 1000)
 
     # more documents than a page: the shard copies would be asked for, if the server allowed it
-    pages = list(read_database(couch(), "onboarding", documents=5000, page=1000, concurrency=4))
-
-    assert sorted(doc["_id"] for page in pages for doc in page) == ["x", "y"]
+    assert sorted(read_ids(documents=5000, page=1000, concurrency=4)) == ["x", "y"]
 
 
 @responses.activate
 def test_a_database_of_one_page_is_read_in_one_clustered_request() -> None:
-    responses.get(f"{BASE}/onboarding/_changes", json={"results": []})
-    rows = [{"id": "x", "key": "x", "value": {"rev": "1-x"}, "doc": {"_id": "x"}}]
-    read = responses.get(f"{BASE}/onboarding/_all_docs", json={"rows": rows})
+    changes_page("/onboarding", [change("x", 1)], 0, 1000)
 
-    pages = list(read_database(couch(), "onboarding", documents=1, page=1000, concurrency=4))
-
-    assert [doc["_id"] for page in pages for doc in page] == ["x"]
-    assert read.call_count == 1
+    assert read_ids(documents=1, page=1000, concurrency=4) == ["x"]
+    assert len(responses.calls) == 1
     assert not any("/_node/" in c.request.url for c in responses.calls)
 
 

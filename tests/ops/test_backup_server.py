@@ -82,9 +82,9 @@ def test_on_apache_couchdb_each_shard_range_is_read_from_one_copy(
         assert node in ranges[shard_range]
         assert quote(f"shards/{shard_range}/{db}.", safe="") in path
     docs = [
-        d
-        for page in backup_module.read_database(couch, db, documents=count, page=7, concurrency=4)
-        for d in page
+        change.doc
+        for chunk in backup_module.read_database(couch, db, documents=count, page=7, concurrency=4)
+        for change in chunk
     ]
     clustered = couch.get(f"{db_path(db)}/_all_docs")["rows"]
     assert sorted(d["_id"] for d in docs) == [row["id"] for row in clustered]
@@ -237,7 +237,7 @@ def test_a_backup_killed_midway_is_never_listed_and_the_next_run_cleans_it(
 ) -> None:
     db = make_db()
     seed(couch, db)
-    real = backup_module.fetch_range
+    real = backup_module.stream_items
     calls = {"n": 0}
 
     def dying(*args: object, **kwargs: object) -> object:
@@ -246,7 +246,7 @@ def test_a_backup_killed_midway_is_never_listed_and_the_next_run_cleans_it(
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(backup_module, "fetch_range", dying)
+    monkeypatch.setattr(backup_module, "stream_items", dying)
     with pytest.raises(KeyboardInterrupt):
         backup(
             couch,
@@ -262,7 +262,7 @@ def test_a_backup_killed_midway_is_never_listed_and_the_next_run_cleans_it(
     with pytest.raises(OpsError, match="no complete backup"):
         resolve_backup(tmp_path, "latest")
 
-    monkeypatch.setattr(backup_module, "fetch_range", real)
+    monkeypatch.setattr(backup_module, "stream_items", real)
     result = backup(
         couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[db], page=5
     )

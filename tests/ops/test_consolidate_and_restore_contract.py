@@ -193,6 +193,16 @@ def test_a_target_that_is_not_partitioned_is_refused() -> None:
         consolidate(couch(), "onboarding", b"k")
 
 
+def restore_checkpoint() -> None:
+    """The restore's checkpoint in the database it writes (`_local/couchops-restore`)."""
+    path = f"{BASE}/onboarding/_local/couchops-restore"
+    responses.get(path, status=404, json={"error": "not_found", "reason": "missing"})
+    responses.put(
+        path, status=201, json={"ok": True, "id": "_local/couchops-restore", "rev": "0-1"}
+    )
+    responses.delete(path, json={"ok": True})
+
+
 @responses.activate
 def test_restore_recreates_a_partitioned_database(tmp_path: Path) -> None:
     (tmp_path / "databases").mkdir()
@@ -225,6 +235,7 @@ def test_restore_recreates_a_partitioned_database(tmp_path: Path) -> None:
     )
     responses.post(f"{BASE}/onboarding/_bulk_docs", status=201, json=[])
     responses.get(f"{BASE}/onboarding", json={"doc_count": 1})
+    restore_checkpoint()
     restore(couch(), tmp_path, q=8)
     assert create.call_count == 1
 
@@ -269,6 +280,7 @@ def test_restore_writes_design_documents_after_every_other_document(tmp_path: Pa
     responses.get(f"{BASE}/onboarding", json={"doc_count": 0, "cluster": {"q": 2, "n": 3}})
     for count in (2, 3, 5):
         responses.get(f"{BASE}/onboarding", json={"doc_count": count})
+    restore_checkpoint()
 
     restore(couch(), tmp_path, batch=2, concurrency=1, sleep=lambda _: None)
 
@@ -277,6 +289,7 @@ def test_restore_writes_design_documents_after_every_other_document(tmp_path: Pa
     requests = [
         (c.request.method, c.request.path_url.split("?")[0].rsplit("/", 1)[-1])
         for c in responses.calls
+        if "/_local/" not in c.request.path_url
     ]
     assert {c.request.params.get("w") for c in bulk.calls} == {"3"}  # every copy confirms
     assert requests[-5:] == [
