@@ -896,7 +896,7 @@ def _bulk_write(couch: Couch, db: str, lines: list[bytes], copies: int | None = 
     60,000 documents on a 3-node CouchDB 3.5.2, against 13.3-16.4 s in 11 runs with every copy
     confirming (runs alternated while that server slowed over the hour)."""
     try:
-        results = couch.write_as_is(db, b"[" + b",".join(lines) + b"]", copies)
+        results = couch.write_as_is(db, lines, copies)
     except CouchError as exc:
         if exc.status == 413 and len(lines) == 1:
             raise OpsError(
@@ -966,9 +966,12 @@ class _Admission:
 
 BATCH_BYTES = 8 << 20
 """At most about this many bytes of documents per `_bulk_docs` request (CouchDB refuses a
-request above `[chttpd] max_http_request_size`, 64 MiB by default): with a restore's window
-of 2 x concurrency requests, the memory held stays bounded by bytes, whatever the documents
-weigh (identity scans of several MB each)."""
+request above `[chttpd] max_http_request_size`, 64 MiB by default)."""
+IN_FLIGHT_BYTES = 16 << 20
+"""At most about this many bytes of documents sent and not yet confirmed: with the requests'
+own bound, the memory a restore holds stays bounded by bytes whatever the documents weigh
+(identity scans of several MB each), and small documents still keep `2 x concurrency`
+requests in flight."""
 
 CHECKPOINT_ID = "_local/couchops-restore"
 """Where a restore records, in the database it writes, how far into its backup file every
@@ -1018,18 +1021,26 @@ def _write_file(
     its Mango indexes get their field order back). The first `done` lines were written by an
     earlier run (still read: admission and design documents are decided on every line);
     `checkpoint` is told, every few seconds, how many lines every copy holds."""
-    window: deque[tuple[Future[int], int]] = deque()
+    window: deque[tuple[Future[int], int, int]] = deque()
+    in_flight = 0
     written = 0
     design: list[bytes] = []
     saved_at = clock()
     confirmed = done
 
+    def send(lines: list[bytes], upto: int) -> None:
+        nonlocal in_flight
+        size = sum(len(line) for line in lines)
+        window.append((pool.submit(_bulk_write, couch, target, lines, copies), upto, size))
+        in_flight += size
+
     def settle(keep: int) -> None:
-        nonlocal written, saved_at, confirmed
-        while len(window) > keep:
-            future, upto = window.popleft()
+        nonlocal written, saved_at, confirmed, in_flight
+        while len(window) > keep or (window and in_flight > IN_FLIGHT_BYTES):
+            future, upto, size = window.popleft()
             written += future.result()
             confirmed = upto
+            in_flight -= size
         if clock() - saved_at >= CHECKPOINT_SECONDS:
             checkpoint(confirmed)
             saved_at = clock()
@@ -1048,10 +1059,10 @@ def _write_file(
                 continue
             full = batches.add(line)
             if full is not None:
-                window.append((pool.submit(_bulk_write, couch, target, full, copies), number - 1))
+                send(full, number - 1)
                 settle(2 * concurrency)
         if batches.lines:
-            window.append((pool.submit(_bulk_write, couch, target, batches.lines, copies), number))
+            send(batches.lines, number)
         settle(0)
         checkpoint(max(confirmed, number))
     return written, design

@@ -362,15 +362,19 @@ class Couch:
     def put(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.json("PUT", path, body=body, **kwargs)
 
-    def write_as_is(self, db: str, docs: bytes, copies: int | None = None) -> list[JSON]:
-        """`POST /{db}/_bulk_docs` with `new_edits=false` of documents already encoded as a
-        JSON array (`docs`): written as they are, revision ids kept, which makes it safe to
-        retry. With `copies` (the database's `n`), every copy confirms (`w=n`). Answers the
-        per-document results."""
+    def write_as_is(
+        self, db: str, docs: bytes | list[bytes], copies: int | None = None
+    ) -> list[JSON]:
+        """`POST /{db}/_bulk_docs` with `new_edits=false` of documents already encoded, as a
+        JSON array or as one document each (`docs`, joined into the request's one copy):
+        written as they are, revision ids kept, which makes it safe to retry. With `copies`
+        (the database's `n`), every copy confirms (`w=n`). Answers the per-document results."""
         response = self.request(
             "POST",
             f"{db_path(db)}/_bulk_docs",
-            data=b'{"new_edits":false,"docs":' + docs + b"}",
+            data=b'{"new_edits":false,"docs":' + docs + b"}"
+            if isinstance(docs, bytes)
+            else b'{"new_edits":false,"docs":[' + b",".join(docs) + b"]}",
             params={"w": copies} if copies else None,
             headers={"Content-Type": "application/json"},
             ok=(201, 202),

@@ -236,7 +236,9 @@ def test_memory_is_bounded_by_bytes_with_attachments_of_several_megabytes(
 ) -> None:
     """40 documents each with a 4 MB scan (160 MB, 215 MB in base64): a page of 1,000
     documents held whole (as before) needs well over 400 MB; the backup and the restore,
-    run as the job runs them (`couchops` in its own process), stay under 250 MB."""
+    run as the job runs them (`couchops` in its own process), stay under 200 MB (measured:
+    94 MB and 115-125 MB on pouchdb-server and on the 3-node CouchDB; 970 MB for the backup
+    before byte bounds)."""
     db = make_db()
     scan = os.urandom(4_000_000)  # one scan, written 40 times
     encoded = base64.b64encode(scan).decode()
@@ -253,8 +255,8 @@ def test_memory_is_bounded_by_bytes_with_attachments_of_several_megabytes(
     )
 
     print(f"peak RSS: backup {peak_backup:.0f} MB, restore {peak_restore:.0f} MB")
-    assert peak_backup < 250
-    assert peak_restore < 250
+    assert peak_backup < 200
+    assert peak_restore < 200
     assert couch.db_info(target)["doc_count"] == 40
 
 
