@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_random as random
@@ -60,12 +61,16 @@ from components.couchdb_config import (
     DIST_PORT,
     EPMD_PORT,
     HTTP_PORT,
+    KUBERNETES_NODE_ENV,
     METRICS_PORT,
+    NODE_ZONES_ENV,
     ClusterIni,
     admin_password_hash,
     node_names,
+    node_zones_value,
     render_cluster_ini,
     render_secret_ini,
+    zone_start_script,
 )
 from components.labels import COUCHDB_CLIENT_LABEL, standard_labels
 from components.node_pool import HOSTNAME_LABEL, ZONE_LABEL
@@ -110,6 +115,11 @@ class CouchDBClusterArgs:
     storage_class: str | None = None
     max_document_size_bytes: int = 8 * 2**20
     purged_infos_limit: int = 100_000
+    # Zone -> copies of each shard range of a new database (`[cluster] placement`, from
+    # infra/settings.py), and the zone of each dedicated node by name: each pod starts CouchDB
+    # with its node's zone. Empty: CouchDB places copies without knowing the zones.
+    placement: Mapping[str, int] = field(default_factory=dict)
+    node_zones: Mapping[str, str] = field(default_factory=dict)
     admin_username: str = "admin"
     app_username: str = "onboarding-app"
     setup_timeout_seconds: int = 600
@@ -224,6 +234,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                 shards=args.shards,
                 shard_copies=args.shard_copies,
                 max_document_size_bytes=args.max_document_size_bytes,
+                placement=args.placement,
             )
         )
         config_map = ConfigMap(
@@ -407,7 +418,11 @@ class CouchDBCluster(pulumi.ComponentResource):
                                 )
                             ),
                         ),
+                        *_zone_env(args.node_zones),
                     ],
+                    # The image's entrypoint runs this as it is, then the script starts the
+                    # image's own start with COUCHDB_ZONE.
+                    args=["/bin/sh", "-c", zone_start_script()] if args.node_zones else None,
                     resources=args.resources.to_args(),
                     # The entrypoint writes vm.args and the cookie file under /opt/couchdb.
                     security_context=restricted_container(read_only_root=False),
@@ -588,3 +603,19 @@ def _sha256(text: str) -> str:
 
 def _hex32(secret: pulumi.Output[str]) -> pulumi.Output[str]:
     return secret.apply(lambda value: _sha256(value)[:32])
+
+
+def _zone_env(node_zones: Mapping[str, str]) -> list[EnvVarArgs]:
+    """What `zone_start_script` reads: the pod's node (its labels are out of a pod's reach)
+    and the zone of every node."""
+    if not node_zones:
+        return []
+    return [
+        EnvVarArgs(
+            name=KUBERNETES_NODE_ENV,
+            value_from=EnvVarSourceArgs(
+                field_ref=ObjectFieldSelectorArgs(field_path="spec.nodeName")
+            ),
+        ),
+        EnvVarArgs(name=NODE_ZONES_ENV, value=node_zones_value(node_zones)),
+    ]

@@ -8,8 +8,8 @@ so they win over the image's defaults.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 # CouchDB 3.5's own default PRF and iteration count for pbkdf2 admin hashes.
 PBKDF2_PRF = "sha256"
@@ -24,12 +24,22 @@ NODE_URLS = f"http://{{host}}:{HTTP_PORT}"
 of its Erlang node name, so jobs read shard copies from their own node, not relayed."""
 
 
+NODE_ZONES_ENV = "COUCHDB_NODE_ZONES"
+"""The zone of each dedicated node, `<node name>=<zone>` separated by spaces."""
+KUBERNETES_NODE_ENV = "KUBERNETES_NODE_NAME"
+"""The name of the node the pod runs on (downward API `spec.nodeName`)."""
+IMAGE_START = "/docker-entrypoint.sh /opt/couchdb/bin/couchdb"
+"""What the official image runs (its ENTRYPOINT's script, its CMD)."""
+
+
 @dataclass(frozen=True)
 class ClusterIni:
     node_names: Sequence[str]
     shards: int
     shard_copies: int
     max_document_size_bytes: int
+    # Zone -> copies of each shard range of a new database; empty: no zones.
+    placement: Mapping[str, int] = field(default_factory=dict)
 
 
 def node_names(statefulset: str, headless_service: str, namespace: str, replicas: int) -> list[str]:
@@ -53,8 +63,8 @@ default_security = admin_only
 [cluster]
 q = {ini.shards}
 n = {ini.shard_copies}
-; with a seedlist, /_up answers 404 until this node has synced the system databases,
-; which makes it the readiness probe
+{_placement(ini)}; with a seedlist, /_up answers 404 until this node has synced the system
+; databases, which makes it the readiness probe
 seedlist = {seedlist}
 
 [chttpd]
@@ -84,6 +94,47 @@ max_size = 0
 [log]
 writer = stderr
 level = info
+"""
+
+
+def _placement(ini: ClusterIni) -> str:
+    if not ini.placement:
+        return ""
+    if sum(ini.placement.values()) != ini.shard_copies:
+        raise ValueError(f"placement {dict(ini.placement)} does not make n={ini.shard_copies}")
+    rules = ",".join(f"{zone}:{copies}" for zone, copies in ini.placement.items())
+    return f"""\
+; copies of each shard range of a new database per zone (the `zone` of each node's document in
+; _nodes, which every pod writes from COUCHDB_ZONE at start): losing one zone leaves a quorum.
+; It overrides n (the copies sum to it); databases created before keep their shard map.
+placement = {rules}
+"""
+
+
+def node_zones_value(node_zones: Mapping[str, str]) -> str:
+    """COUCHDB_NODE_ZONES: `<node name>=<zone>` of every dedicated node."""
+    return " ".join(f"{node}={zone}" for node, zone in sorted(node_zones.items()))
+
+
+def zone_start_script(start: str = IMAGE_START) -> str:
+    """`sh -c` script that starts CouchDB with COUCHDB_ZONE, the zone of the node the pod
+    runs on: CouchDB 3.5 writes it into its own document in `_nodes` at every start. A pod
+    cannot read its node's labels in Kubernetes 1.34 (the downward API gives the node's name
+    only), so the zone is looked up by that name in COUCHDB_NODE_ZONES, from the stack config
+    that also labels the nodes. A node missing there stops the pod with a message, rather
+    than start a node no copy of a new database would ever go to. The script holds no `$(`,
+    which the kubelet would expand."""
+    return f"""\
+zone=""
+for entry in ${NODE_ZONES_ENV}; do
+  case "$entry" in "${KUBERNETES_NODE_ENV}="*) zone="${{entry#*=}}" ;; esac
+done
+if [ -z "$zone" ]; then
+  echo "no zone for node '${KUBERNETES_NODE_ENV}' in {NODE_ZONES_ENV}: ${NODE_ZONES_ENV}" >&2
+  exit 1
+fi
+export COUCHDB_ZONE="$zone"
+exec {start}
 """
 
 

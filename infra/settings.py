@@ -11,6 +11,8 @@ import functools
 import math
 import re
 import zoneinfo
+from collections import Counter
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Literal, Self
 
@@ -347,6 +349,125 @@ class MonitoringSettings(_Model):
     grafana_dashboard_label: str = "grafana_dashboard"
 
 
+def shard_quorum(copies: int) -> int:
+    """How many copies of a shard range CouchDB reads and writes by default (r, w: n div 2 + 1)."""
+    return copies // 2 + 1
+
+
+def _spread(total: int, room: Mapping[str, int]) -> dict[str, int]:
+    """`total` items over the zones of `room` (in its order), never more than room[zone] in a
+    zone, one at a time to the zone holding fewest so far: the most even spread the room
+    allows. It holds fewer than `total` when the room is too small."""
+    spread = dict.fromkeys(room, 0)
+    for _ in range(total):
+        open_zones = [zone for zone in room if spread[zone] < room[zone]]
+        if not open_zones:
+            break
+        spread[min(open_zones, key=spread.__getitem__)] += 1
+    return spread
+
+
+def couchdb_pods_per_zone(nodes_per_zone: Mapping[str, int], replicas: int) -> dict[str, int]:
+    """The CouchDB pods each zone holds whichever nodes the scheduler picks, one pod per node
+    (required anti-affinity), spread evenly over the zones (topology spread): every zone gets
+    as many as the fullest level all of them can reach; pods past that level go to any zone
+    with a free node, so they are not counted on."""
+    level = 0
+    while level < max(nodes_per_zone.values()) and (
+        sum(min(nodes, level + 1) for nodes in nodes_per_zone.values()) <= replicas
+    ):
+        level += 1
+    return {zone: min(nodes, level) for zone, nodes in nodes_per_zone.items()}
+
+
+def _zone_room(pods: Mapping[str, int], copies: int) -> dict[str, int]:
+    """The most copies of a range each zone may hold: no more than its CouchDB pods (one copy
+    per node), and few enough that losing the zone leaves a quorum of the copies."""
+    most = copies - shard_quorum(copies)
+    return {zone: min(count, most) for zone, count in pods.items()}
+
+
+def zone_placement(
+    nodes_per_zone: Mapping[str, int], replicas: int, copies: int
+) -> dict[str, int] | None:
+    """CouchDB's `[cluster] placement` (zone -> copies of each shard range, zones in name
+    order, zones without a copy left out) for `copies` copies over CouchDB pods spread as
+    `couchdb_pods_per_zone` says: the most even one, or None when no placement lets the loss
+    of any one zone leave a quorum of every range. The most even placement has the smallest
+    largest share, so when it fails every other placement fails too."""
+    zones = {zone: nodes_per_zone[zone] for zone in sorted(nodes_per_zone)}
+    room = _zone_room(couchdb_pods_per_zone(zones, replicas), copies)
+    spread = _spread(copies, room)
+    if sum(spread.values()) < copies:
+        return None
+    return {zone: count for zone, count in spread.items() if count}
+
+
+def _zone_placement_refusal(
+    nodes_per_zone: Mapping[str, int], replicas: int, copies: int
+) -> RuleViolation:
+    """Why `zone_placement` found none, naming the zones, their nodes, pods and room, and the
+    values of the setting at fault that would do."""
+    zones = {zone: nodes_per_zone[zone] for zone in sorted(nodes_per_zone)}
+    quorum = shard_quorum(copies)
+    if copies - quorum < 1:
+        return RuleViolation(
+            "couchdb.shardCopies",
+            copies,
+            f"with {_plural(copies, 'copy', 'copies')} of each shard range the quorum is "
+            f"{quorum}, so losing any zone that holds one loses the quorum of every range "
+            "(allowed: at least 3, in at least 3 zones)",
+        )
+    pods = couchdb_pods_per_zone(zones, replicas)
+    room = _zone_room(pods, copies)
+    described = ", ".join(
+        f"{zone} ({_plural(nodes, 'node')}, {_plural(pods[zone], 'CouchDB pod')}: "
+        f"room for {room[zone]})"
+        for zone, nodes in zones.items()
+    )
+    limits = (
+        f"a zone may hold at most {copies - quorum} of the {copies} copies of a shard range, "
+        f"so that losing it leaves a quorum of {quorum}, and no more than its CouchDB pods"
+    )
+    total_nodes = sum(zones.values())
+    pods_that_fit = [
+        count
+        for count in range(copies, total_nodes + 1)
+        if zone_placement(zones, count, copies) is not None
+    ]
+    if pods_that_fit:
+        return RuleViolation(
+            "couchdb.replicas",
+            replicas,
+            f"spread evenly over the zones of nodePool.nodes, {replicas} CouchDB pods leave "
+            f"too little room for couchdb.shardCopies {copies}: {limits}; {described} "
+            f"(allowed: {_either(pods_that_fit)})",
+        )
+    copies_that_fit = [
+        count for count in range(3, replicas + 1) if zone_placement(zones, replicas, count)
+    ]
+    allowed = (
+        f"{_either(copies_that_fit)} with these zones and {replicas} CouchDB pods"
+        if copies_that_fit
+        else "none with these zones: the nodes must span at least 3 zones"
+    )
+    return RuleViolation(
+        "couchdb.shardCopies",
+        copies,
+        f"losing one zone would lose the quorum of some shard range: {limits}; {described} "
+        f"(allowed: {allowed})",
+    )
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+def _either(values: list[int]) -> str:
+    shown = [str(value) for value in values]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
 class Settings(_Model):
     environment: Environment
     kubernetes_version: str
@@ -409,6 +530,14 @@ class Settings(_Model):
                 f"exceeds couchdb.replicas {self.couchdb.replicas} "
                 "(allowed: shardCopies <= replicas, each copy needs its own node)",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _couchdb_survives_a_zone_loss(self) -> Self:
+        zones = self.nodes_per_zone
+        copies, replicas = self.couchdb.shard_copies, self.couchdb.replicas
+        if zone_placement(zones, replicas, copies) is None:
+            raise _zone_placement_refusal(zones, replicas, copies)
         return self
 
     @model_validator(mode="after")
@@ -489,6 +618,21 @@ class Settings(_Model):
     @property
     def namespace(self) -> str:
         return f"onboarding-{self.environment}"
+
+    @property
+    def nodes_per_zone(self) -> dict[str, int]:
+        """How many of nodePool.nodes each zone has."""
+        return dict(Counter(node.zone for node in self.node_pool.nodes))
+
+    @property
+    def couchdb_placement(self) -> dict[str, int]:
+        """CouchDB's `[cluster] placement`: zone -> copies of each shard range of a new
+        database, summing to couchdb.shardCopies; losing any one zone leaves a quorum."""
+        placement = zone_placement(
+            self.nodes_per_zone, self.couchdb.replicas, self.couchdb.shard_copies
+        )
+        assert placement is not None  # _couchdb_survives_a_zone_loss refused the settings
+        return placement
 
     @property
     def purge_gap(self) -> Gap:
