@@ -7,7 +7,8 @@ and the run ends by saying how many changes it made ("nothing to change" on a se
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -18,12 +19,21 @@ from couchops.accounts import PLATFORM_MARK, account_id
 from couchops.couch import JSON, Couch, db_path, doc_path
 from couchops.errors import CouchError, OpsError
 from couchops.log import logger
+from couchops.pseudonym import label
 from couchops.purge import index_fields, purge_index_specs
 from couchops.settings import Settings
 
 SYSTEM_DATABASES = ("_users", "_replicator")
 AGREEING_READS = 3
 """Consecutive identical `_membership` answers required: each read may land on another node."""
+ZONE = "zone"
+"""The field of a node's document in `_nodes` that CouchDB's placement rule reads."""
+NO_ZONE = "(no zone)"
+ZONES_SETTLE_SECONDS = 60.0
+"""How long the nodes' copies of `_nodes` may take to agree on the zones (mem3 replicates
+them between nodes; each pod writes its own zone when it starts)."""
+MISPLACED_SHOWN = 20
+"""Databases named one by one in the report of shard maps that break the placement rule."""
 
 
 @dataclass
@@ -164,6 +174,217 @@ def _membership_problem(
     if unknown := sorted(all_nodes - cluster_nodes):
         return f"connected nodes not in the cluster's membership: {', '.join(unknown)}"
     return None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """CouchDB's `[cluster] placement`: zone -> copies of each shard range of a new database.
+    It overrides `n`: a database gets the sum of the copies."""
+
+    copies: Mapping[str, int]
+
+    @classmethod
+    def parse(cls, text: str) -> Placement:
+        """`zone:copies,...`, as CouchDB reads it (mem3:decode_placement_string)."""
+        copies: dict[str, int] = {}
+        for rule in text.split(","):
+            zone, sep, count = rule.strip().partition(":")
+            if not sep or not zone or not count.isdigit() or int(count) < 1 or zone in copies:
+                raise ValueError(f"{rule.strip()!r} is not zone:copies (a zone once, copies >= 1)")
+            copies[zone] = int(count)
+        return cls(copies)
+
+    @property
+    def total(self) -> int:
+        return sum(self.copies.values())
+
+    def __str__(self) -> str:
+        return ",".join(f"{zone}:{count}" for zone, count in self.copies.items())
+
+
+def _node_path(node: str) -> str:
+    """`/_node/{node}`: requests under it are answered by that node itself."""
+    return f"/_node/{quote(node, safe='@')}"
+
+
+def configured_placement(couch: Couch, nodes: list[str]) -> Placement | None:
+    """The `[cluster] placement` every node applies (`GET /_node/{node}/_config/cluster/
+    placement`, 404 while unset), or None. Nodes that differ are refused: the copies of a new
+    database would depend on the node that happens to create it."""
+    found: dict[str, str | None] = {}
+    for node in nodes:
+        response = couch.request(
+            "GET", f"{_node_path(node)}/_config/cluster/placement", ok=(200, 404)
+        )
+        found[node] = str(response.json()) if response.status_code == 200 else None
+    values = set(found.values())
+    if len(values) > 1:
+        described = ", ".join(f"{node}: {value or 'unset'}" for node, value in found.items())
+        raise OpsError(f"the nodes disagree on [cluster] placement: {described}")
+    value = next(iter(values), None)
+    if value is None:
+        return None
+    try:
+        return Placement.parse(value)
+    except ValueError as exc:
+        raise OpsError(f"[cluster] placement = {value} cannot be read: {exc}") from None
+
+
+def ensure_zones(
+    couch: Couch, zones: Mapping[str, str], members: list[str], report: SetupReport
+) -> None:
+    """Set, or correct, the `zone` of each node's document in `_nodes`, keeping its `_rev`
+    and every other field (CouchDB replicates the document to the other nodes)."""
+    if unknown := sorted(set(zones) - set(members)):
+        raise OpsError(f"zones given for nodes that are not cluster members: {', '.join(unknown)}")
+    for node, zone in sorted(zones.items()):
+        path = f"/_node/_local/_nodes/{quote(node, safe='')}"
+        doc = couch.get(path)
+        if doc.get(ZONE) == zone:
+            continue
+        couch.put(path, {**doc, ZONE: zone})
+        report.change(f"set the zone of node {node} to {zone}", previous=doc.get(ZONE))
+
+
+def zones_seen(couch: Couch, nodes: list[str]) -> dict[str, dict[str, str | None]]:
+    """Each node's own copy of `_nodes` (viewer -> node -> zone, None when it has none): a
+    node places a new database's copies by its own copy."""
+    seen: dict[str, dict[str, str | None]] = {}
+    for viewer in nodes:
+        rows = couch.get(
+            f"{_node_path(viewer)}/_nodes/_all_docs", params={"include_docs": True}
+        ).get("rows", [])
+        seen[viewer] = {
+            str(row["id"]): _zone_of(row.get("doc"))
+            for row in rows
+            if not str(row["id"]).startswith("_design/")
+        }
+    return seen
+
+
+def _zone_of(doc: Any) -> str | None:
+    zone = doc.get(ZONE) if isinstance(doc, dict) else None
+    return zone if isinstance(zone, str) and zone else None
+
+
+def _zone_disagreement(seen: dict[str, dict[str, str | None]], nodes: list[str]) -> str | None:
+    differing = []
+    for node in nodes:
+        views = {viewer: seen[viewer].get(node) for viewer in nodes}
+        if len(set(views.values())) > 1:
+            on = ", ".join(f"{zone or NO_ZONE} on {viewer}" for viewer, zone in views.items())
+            differing.append(f"{node}: {on}")
+    return "; ".join(differing) or None
+
+
+def check_zones(
+    couch: Couch,
+    nodes: list[str],
+    placement: Placement,
+    report: SetupReport,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, str]:
+    """Wait, within ZONES_SETTLE_SECONDS, until every node's copy of `_nodes` gives each node
+    the same zone; then refuse what would place copies against `placement`: a node without a
+    zone (CouchDB never gives it a copy of a new database) or a zone with fewer nodes than
+    its copies (CouchDB then quietly makes fewer copies, or cannot create databases at all
+    when the zone has none). Answers node -> zone."""
+    deadline = clock() + ZONES_SETTLE_SECONDS
+    while True:
+        seen = zones_seen(couch, nodes)
+        disagreement = _zone_disagreement(seen, nodes)
+        if disagreement is None:
+            break
+        if clock() >= deadline:
+            raise OpsError(
+                f"the nodes' copies of _nodes still disagree on zones after "
+                f"{ZONES_SETTLE_SECONDS:g}s: {disagreement}"
+            )
+        sleep(1.0)
+    zones = seen[nodes[0]] if nodes else {}
+    if missing := [node for node in nodes if zones.get(node) is None]:
+        raise OpsError(
+            f"[cluster] placement is {placement}, but nodes without a zone in _nodes would get "
+            f"no copy of any new database: {', '.join(missing)} (a CouchDB pod writes its "
+            "zone from COUCHDB_ZONE when it starts; see docs/zone-placement.md)"
+        )
+    placed = {node: str(zones[node]) for node in nodes}
+    members = Counter(placed.values())
+    if short := [zone for zone, count in placement.copies.items() if members[zone] < count]:
+        described = "; ".join(
+            f"{zone} wants {placement.copies[zone]}, has {members[zone]} "
+            f"({', '.join(n for n, z in placed.items() if z == zone) or 'no node'})"
+            for zone in short
+        )
+        raise OpsError(
+            f"[cluster] placement {placement} wants more copies in a zone than it has nodes: "
+            f"{described} (CouchDB would make fewer copies, or fail to create the database)"
+        )
+    if idle := [node for node, zone in placed.items() if zone not in placement.copies]:
+        report.warn(
+            f"nodes in a zone that [cluster] placement {placement} leaves out get no copy of "
+            f"any new database: {', '.join(f'{node} ({placed[node]})' for node in idle)}"
+        )
+    return placed
+
+
+def misplaced_ranges(
+    shard_map: JSON, placement: Placement, zones: Mapping[str, str]
+) -> dict[str, Counter[str]]:
+    """The shard ranges of a database (its document in `_dbs`) whose copies are not spread
+    over the zones as `placement` says: range -> copies per zone."""
+    wanted = Counter(placement.copies)
+    found: dict[str, Counter[str]] = {}
+    for shard_range, holders in sorted((shard_map.get("by_range") or {}).items()):
+        copies = Counter(zones.get(node, NO_ZONE) for node in holders)
+        if copies != wanted:
+            found[shard_range] = copies
+    return found
+
+
+def report_misplaced_databases(
+    couch: Couch, placement: Placement, zones: Mapping[str, str], report: SetupReport
+) -> int:
+    """Report the databases whose shard map breaks `placement` (created before it, or with
+    an `n` or placement of their own): CouchDB keeps a database's shard map for good, so the
+    rule reaches them only when their copies are moved (docs/zone-placement.md). Answers
+    how many there are."""
+    found = 0
+    for shard_map in couch.shard_maps(""):
+        db = str(shard_map.get("_id", ""))
+        misplaced = misplaced_ranges(shard_map, placement, zones)
+        if db.startswith("_design/") or not misplaced:
+            continue
+        found += 1
+        if found <= MISPLACED_SHOWN:
+            total = len(shard_map.get("by_range") or {})
+            report.warn(_misplaced_text(label(db), misplaced, total, placement))
+    if found > MISPLACED_SHOWN:
+        report.warn(f"{found} databases in all have shard ranges not placed as {placement}")
+    return found
+
+
+def _misplaced_text(
+    db: str, misplaced: dict[str, Counter[str]], total: int, placement: Placement
+) -> str:
+    shard_range, copies = next(iter(misplaced.items()))
+    spread = ",".join(f"{zone}:{count}" for zone, count in sorted(copies.items()))
+    text = (
+        f"database {db}: {len(misplaced)} of its {total} shard ranges are not placed as "
+        f"[cluster] placement {placement} says (e.g. {shard_range}: {spread})"
+    )
+    for shard_range, copies in misplaced.items():
+        held = sum(copies.values())
+        quorum = held // 2 + 1
+        zone, most = copies.most_common(1)[0]
+        if held - most < quorum:
+            return (
+                f"{text}; losing zone {zone} would leave range {shard_range} "
+                f"{held - most} of its {held} copies, below its quorum of {quorum}"
+            )
+    return text
 
 
 def finish_cluster(couch: Couch, nodes: list[str], report: SetupReport) -> None:
@@ -314,12 +535,27 @@ def cluster_setup(
     couch: Couch,
     settings: Settings,
     *,
+    zones: Mapping[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> SetupReport:
+    """Bring the cluster to the expected state. `zones` (node -> zone) sets the nodes' zones
+    where nothing else does; in the platform each CouchDB pod sets its own (COUCHDB_ZONE).
+    With a `[cluster] placement`, the zones are checked before any database is created."""
     report = SetupReport()
     nodes = wait_for_cluster(couch, settings, report, sleep=sleep, clock=clock)
     report.nodes = len(nodes)
+    if zones:
+        ensure_zones(couch, zones, nodes, report)
+    placement = configured_placement(couch, nodes)
+    placed: dict[str, str] = {}
+    if placement is not None:
+        if placement.total != settings.replicas:
+            raise OpsError(
+                f"[cluster] placement {placement} makes {placement.total} copies of each shard "
+                f"range, COUCHDB_REPLICAS says {settings.replicas}"
+            )
+        placed = check_zones(couch, nodes, placement, report, sleep=sleep, clock=clock)
     finish_cluster(couch, nodes, report)
     ensure_system_databases(couch, report)
     partitioned = ensure_database(couch, settings, report)
@@ -327,6 +563,8 @@ def cluster_setup(
     ensure_indexes(couch, settings, partitioned, report)
     ensure_app_user(couch, settings, report)
     ensure_security(couch, settings, report)
+    if placement is not None:
+        report_misplaced_databases(couch, placement, placed, report)
     if report.changes:
         logger().info("cluster_setup.done", changes=len(report.changes), summary=report.changes)
     else:
