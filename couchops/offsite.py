@@ -336,7 +336,7 @@ def _talking(storage: ObjectStorage, action: str) -> Iterator[None]:
         yield
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        code = str(error.get("Code", "?"))
+        code = _code(exc)
         if code == "NoSuchBucket":
             message = f"bucket {storage.bucket} does not exist at {storage.endpoint} ({action})"
         elif code in _CREDENTIALS_REFUSED:
@@ -357,8 +357,12 @@ def _talking(storage: ObjectStorage, action: str) -> Iterator[None]:
         ) from exc
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "?"))
+
+
 def _missing(exc: ClientError) -> bool:
-    return str(exc.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound")
+    return _code(exc) in ("NoSuchKey", "404", "NotFound")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1060,6 +1064,16 @@ def expire_remote_backups(
 # lifecycle backstop
 
 LIFECYCLE_RULE_ID = "couchops-offsite-backstop"
+_LIFECYCLE_REFUSED = {
+    "AccessDenied",
+    "NotImplemented",
+    "MethodNotAllowed",
+    "MalformedXML",
+    "InvalidRequest",
+    "InvalidArgument",
+}
+"""Answers of a store that does not take the rule, or of credentials not allowed to set it:
+a warning. Anything else (unreachable, wrong secret, no bucket) is an error, as elsewhere."""
 
 
 def ensure_lifecycle(storage: ObjectStorage, days: int) -> bool:
@@ -1087,9 +1101,17 @@ def ensure_lifecycle(storage: ObjectStorage, days: int) -> bool:
             )
         applied = [r for r in _lifecycle_rules(client, storage) if r.get("ID") == LIFECYCLE_RULE_ID]
     except ObjectStorageError as exc:
-        if not isinstance(exc.__cause__, ClientError) or "does not exist" in str(exc):
+        cause = exc.__cause__
+        if not isinstance(cause, ClientError) or _code(cause) not in _LIFECYCLE_REFUSED:
             raise
-        log.warning("offsite.lifecycle_refused", rule=LIFECYCLE_RULE_ID, days=days, reason=str(exc))
+        log.warning(
+            "offsite.lifecycle_refused",
+            rule=LIFECYCLE_RULE_ID,
+            days=days,
+            reason=str(exc),
+            remedy="set the rule with credentials allowed to (the provider's console), or rely "
+            "on the expiry job alone",
+        )
         return False
     ok = bool(applied) and (applied[0].get("Expiration") or {}).get("Days") == days
     if ok:
@@ -1112,7 +1134,7 @@ def _lifecycle_rules(client: Any, storage: ObjectStorage) -> list[dict[str, Any]
                 Bucket=storage.bucket
             ).get("Rules", [])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+            if _code(exc) == "NoSuchLifecycleConfiguration":
                 return []
             raise
     return rules

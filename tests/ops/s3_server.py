@@ -8,9 +8,10 @@ anywhere. Use it by importing the fixtures into a test module::
 
     from tests.ops.s3_server import S3Server, s3_server  # noqa: F401
 
-``s3_server`` (session) yields an `S3Server`: ``endpoint``, ``access_key_id``,
-``secret_access_key``, ``region``, ``new_bucket()`` (a fresh, empty bucket's name) and
-``client()`` (a boto3 client with those credentials, for what the test inspects itself).
+``s3_server`` (session) yields an `S3Server`: ``endpoint``, ``access_key_id`` and
+``secret_access_key`` (an administrator's), ``writer`` (a key and secret allowed only to read,
+write and list objects), ``region``, ``new_bucket()`` (a fresh, empty bucket's name) and
+``client()`` (a boto3 client with the administrator's credentials, for what a test inspects).
 Without the binary the tests that use it are skipped, naming the script that builds it.
 """
 
@@ -62,6 +63,9 @@ class S3Server:
     access_key_id: str
     secret_access_key: str = field(repr=False)
     region: str = REGION
+    writer: tuple[str, str] = field(default=("", ""), repr=False)
+    """Another key and secret, allowed to read, write and list objects but not to administer
+    buckets (S3 actions Read, Write, List): what a backup job should be given."""
     pid: int = 0
     log: Path | None = None
 
@@ -156,11 +160,12 @@ def _wait_until_ready(server: S3Server, process: subprocess.Popen[bytes], log: P
 
 
 def _stop(process: subprocess.Popen[bytes], ports: list[int]) -> None:
-    """SIGTERM to the server's PID (it takes about 15 s to stop), SIGKILL after 20 s."""
+    """SIGTERM to the server's PID, SIGKILL 3 s later: a graceful stop takes weed about 15 s,
+    and its data is thrown away."""
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=3)
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
@@ -180,6 +185,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     data = workdir / "data"
     data.mkdir()
     access_key, secret_key = f"AK{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30)
+    writer_key, writer_secret = f"AK{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30)
     config = workdir / "s3.json"
     config.write_text(
         json.dumps(
@@ -189,7 +195,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                         "name": "couchops-test",
                         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
+                    },
+                    {
+                        "name": "couchops-writer",
+                        "credentials": [{"accessKey": writer_key, "secretKey": writer_secret}],
+                        "actions": ["Read", "Write", "List"],
+                    },
                 ]
             }
         )
@@ -206,7 +217,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             _command(data, config, ports), cwd=workdir, stdout=out, stderr=subprocess.STDOUT
         )
     server = S3Server(
-        f"http://127.0.0.1:{ports[6]}", access_key, secret_key, pid=process.pid, log=log
+        f"http://127.0.0.1:{ports[6]}",
+        access_key,
+        secret_key,
+        writer=(writer_key, writer_secret),
+        pid=process.pid,
+        log=log,
     )
     try:
         _wait_until_ready(server, process, log)

@@ -20,6 +20,7 @@ from typing import Any
 import pyrage  # type: ignore[import-untyped]
 import pytest
 from pyrage import x25519
+from structlog.testing import capture_logs
 
 from couchops import offsite, pseudonym
 from couchops.backup import MANIFEST, BackupRetention, backup, list_backups, restore, verify
@@ -303,7 +304,10 @@ def test_a_damaged_object_is_refused_naming_it(site: Site, tmp_path: Path, damag
         del data[-100:]
     site.put(key, bytes(data))
 
-    with pytest.raises(VerificationError, match=r"object \S+/databases/00000-a\.jsonl\.gz\.age d"):
+    with pytest.raises(
+        VerificationError,
+        match=r"object \S+/databases/00000-a\.jsonl\.gz\.age differs from its index",
+    ):
         download_backup(site.storage, local.name, tmp_path / "restore", [site.keys["ops"]])
 
     assert not (tmp_path / "restore" / local.name).exists()
@@ -511,6 +515,33 @@ def test_the_lifecycle_backstop_is_set_beside_the_buckets_other_rules(site: Site
     assert by_id["logs"]["Expiration"] == {"Days": 90}
     assert by_id[offsite.LIFECYCLE_RULE_ID]["Expiration"] == {"Days": 8}
     assert by_id[offsite.LIFECYCLE_RULE_ID]["Filter"] == {"Prefix": "backups/test/"}
+
+
+@pytest.mark.server
+def test_a_key_not_allowed_to_set_lifecycle_rules_gets_a_warning_and_can_still_back_up(
+    site: Site, tmp_path: Path
+) -> None:
+    """The backup job's key need not administer the bucket: without the rule it warns, and
+    uploads, downloads and expires all the same."""
+    key, secret = site.server.writer
+    writer = replace(site.storage, access_key_id=key, secret_access_key=secret)
+    local = make_backup(tmp_path / "local", backup_id(NOW), {"a": b"1\n"})
+
+    with capture_logs() as logs:
+        assert not ensure_lifecycle(writer, 8)
+
+    refused = [e for e in logs if e["event"] == "offsite.lifecycle_refused"]
+    assert len(refused) == 1
+    assert "AccessDenied" in refused[0]["reason"]
+    assert refused[0]["log_level"] == "warning"
+    with pytest.raises(Exception, match="NoSuchLifecycleConfiguration"):
+        site.server.client().get_bucket_lifecycle_configuration(Bucket=writer.bucket)
+    upload_backup(writer, local, site.recipients)
+    assert tree(download_backup(writer, "latest", tmp_path / "back", [site.keys["ops"]])) == tree(
+        local
+    )
+    retention = BackupRetention(retention_days=7)
+    assert expire_remote_backups(writer, retention, now=NOW + timedelta(days=8)) == [local.name]
 
 
 # ---------------------------------------------------------------------------------------------
