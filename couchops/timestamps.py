@@ -20,12 +20,13 @@ FUTURE_TOLERANCE = timedelta(hours=1)
 
 def parse_timestamp(value: Any, now: datetime) -> datetime | None:
     """The instant a value names, or None when it is not a valid creation timestamp."""
-    if not isinstance(value, str) or not _ISO.match(value):
+    match = _ISO.match(value) if isinstance(value, str) else None
+    if match is None:
         return None
     text = value.replace("Z", "+00:00")
-    fraction = re.search(r"\.(\d+)", text)
-    if fraction and len(fraction.group(1)) > 6:
-        text = text.replace(fraction.group(0), "." + fraction.group(1)[:6])
+    fraction = match.group(4)  # ".123456789": Python reads at most microseconds
+    if fraction and len(fraction) > 7:
+        text = text.replace(fraction, fraction[:7])
     try:
         instant = datetime.fromisoformat(text).astimezone(UTC)
     except ValueError:
