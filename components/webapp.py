@@ -74,6 +74,8 @@ class CouchDBAccess:
     database: str
     credentials_secret: pulumi.Input[str]
     client_labels: Mapping[str, str]
+    # Changes exactly when the credentials Secret's content does (a rotated password).
+    credentials_digest: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,14 @@ class WebApp(pulumi.ComponentResource):
                     rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge="25%"),
                 ),
                 template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(labels={**labels, **args.couchdb.client_labels}),
+                    metadata=ObjectMetaArgs(
+                        labels={**labels, **args.couchdb.client_labels},
+                        # The credentials are env variables, read once at start: new ones
+                        # roll the pods (never below the current capacity, see strategy).
+                        annotations={
+                            "checksum/couchdb-credentials": args.couchdb.credentials_digest
+                        },
+                    ),
                     spec=PodSpecArgs(
                         **args.scheduling.pod_fields(WEBAPP_RUN_AS),
                         affinity=AffinityArgs(node_affinity=args.scheduling.node_affinity),

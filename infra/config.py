@@ -1,8 +1,9 @@
 """The one place that reads the stack config.
 
 Everything the program needs comes from the `onboarding:` namespace of the stack file,
-validated once by `infra.settings`. Secrets never come from here: they are generated
-(pulumi-random) by the components and kept in the encrypted state.
+validated once by `infra.settings`. Secrets are generated (pulumi-random) by the components
+and kept in the encrypted state; the one exception is `restoredKeys`, keys taken back from
+the key escrow after a lost state (runbooks/state-safety.md), which must be a secret.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from infra.settings import Settings, SettingsError, parse_settings
+from infra.settings import SECRET_SETTINGS, Settings, SettingsError, parse_settings
 
 NAMESPACE = "onboarding"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +33,16 @@ def _raw_config() -> dict[str, Any]:
         namespace, _, key = full_key.partition(":")
         if namespace != NAMESPACE:
             continue
-        if full_key in secret_keys or runtime_config.is_config_secret(full_key):
+        secret = full_key in secret_keys or runtime_config.is_config_secret(full_key)
+        if secret and key not in SECRET_SETTINGS:
             raise SettingsError(
                 f"{full_key}: is a secret, but this program takes no secret from stack "
-                "config (secrets are generated and kept in the encrypted state)"
+                "config but restoredKeys (secrets are generated and kept in the encrypted state)"
+            )
+        if key in SECRET_SETTINGS and not secret:
+            raise SettingsError(
+                f"{full_key}: holds keys but is stored in plain text (allowed: a secret, "
+                f"set with `pulumi config set --secret {full_key}`)"
             )
         raw[key] = _decode(value)
     return raw

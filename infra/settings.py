@@ -8,6 +8,7 @@ hands the raw values to `Settings.model_validate`.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 import re
 import zoneinfo
@@ -15,17 +16,20 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pyrage import x25519  # type: ignore[import-untyped]
 
 from infra.schedules import CronError, Gap, NoGap, longest_gap, parse
 
@@ -68,6 +72,20 @@ _IMAGE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
+
+# An age X25519 public key, as `age-keygen -y` prints it (Bech32, lower case).
+_AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+# S3 bucket names (AWS's rules, which S3-compatible providers follow).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+# Empty, or path segments each ending with '/' (the characters S3 calls safe).
+_OBJECT_PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)*$")
+
+# Top-level settings whose values are secrets (set with `pulumi config set --secret`): an
+# error about them names the key, never the value.
+SECRET_SETTINGS = frozenset({"restoredKeys"})
+# The plain text of the key escrow (the stack output keyEscrow), which `restoredKeys` takes.
+ESCROW_FORMAT = "onboarding-key-escrow/1"
 
 _QUANTITY_FACTORS = {
     None: 1.0,
@@ -148,12 +166,65 @@ def _check_time_zone(value: str) -> str:
     return value
 
 
+def _check_age_recipient(value: str) -> str:
+    problem = None if _AGE_RECIPIENT.match(value) else "is not"
+    if problem is None:
+        try:
+            x25519.Recipient.from_str(value)
+        except Exception:
+            problem = "has a bad checksum for"
+    if problem:
+        raise ValueError(
+            f"'{value}' {problem} an age X25519 recipient (allowed: a public key age1... "
+            "of 62 characters, as `age-keygen -y` prints it)"
+        )
+    return value
+
+
+def _check_bucket(value: str) -> str:
+    if (
+        not _BUCKET.match(value)
+        or ".." in value
+        or _IPV4.match(value)
+        or value.startswith(("xn--", "sthree-"))
+        or value.endswith(("-s3alias", "--ol-s3"))
+    ):
+        raise ValueError(
+            f"'{value}' is not an S3 bucket name (allowed: 3 to 63 of a-z, 0-9, '.', '-', "
+            "starting and ending with a letter or digit, no '..', not an IP address)"
+        )
+    return value
+
+
+def _check_endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"'{value}' is not a URL (allowed: https://host[:port])")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError(f"'{value}' has a path or query (allowed: https://host[:port])")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise ValueError(
+            f"'{value}' is plain http (allowed: https; http only to localhost or 127.0.0.1)"
+        )
+    return value.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 Quantity = Annotated[str, AfterValidator(_check_quantity)]
 Image = Annotated[str, AfterValidator(_check_image)]
 DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
 Cron = Annotated[str, AfterValidator(_check_cron)]
 TimeZone = Annotated[str, AfterValidator(_check_time_zone)]
 RetentionDays = Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS)]
+AgeRecipient = Annotated[str, AfterValidator(_check_age_recipient)]
 
 
 def _hours(length: timedelta) -> str:
@@ -250,6 +321,16 @@ class NodePoolSettings(_Model):
         return nodes
 
 
+class PasswordRotation(_Model):
+    """Generation counters of the two generated passwords. Raising one generates a new
+    password, and everything that uses it follows: the pods that read it roll, the setup Job
+    sets it on the CouchDB user (runbooks/state-safety.md). Counters only ever go up: 0 is
+    the password generated first, and going back to an earlier number generates yet another."""
+
+    admin: Annotated[int, Field(ge=0)] = 0
+    app: Annotated[int, Field(ge=0)] = 0
+
+
 class CouchDBSettings(_Model):
     image: Image
     replicas: Annotated[int, Field(ge=1, le=DEDICATED_NODE_COUNT)]
@@ -263,6 +344,7 @@ class CouchDBSettings(_Model):
     # Each purge leaves an entry in `_purged_infos`; the limit must exceed what one
     # purge run removes between two compactions, or indexes rebuild from scratch.
     purged_infos_limit: Annotated[int, Field(ge=1000, le=10_000_000)] = 100_000
+    password_rotation: PasswordRotation = PasswordRotation()
 
 
 class WebAppSettings(_Model):
@@ -299,6 +381,72 @@ class OpsSettings(_Model):
     resources: ResourceSettings
 
 
+class ObjectStorageSettings(_Model):
+    """The S3-compatible bucket that receives an age-encrypted copy of every backup.
+
+    Its credentials are a Kubernetes Secret the hosting provider creates outside Pulumi (keys
+    `accessKeyId`, `secretAccessKey`): they never pass through the stack config or the state.
+    """
+
+    endpoint: Annotated[str, AfterValidator(_check_endpoint)]
+    bucket: Annotated[str, AfterValidator(_check_bucket)]
+    region: str
+    # Every object's key starts with it; unset, `<environment>/` (see `key_prefix`).
+    prefix: str | None = None
+    credentials_secret: Annotated[str, Field(pattern=_DNS_SUBDOMAIN.pattern, max_length=253)]
+    # Public keys only: the cluster can write backups it cannot read.
+    recipients: Annotated[list[AgeRecipient], Field(min_length=1)]
+    keep_local_copy: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials_in_the_endpoint(cls, data: object) -> object:
+        # Checked before the field, whose error would show the URL with its credentials.
+        endpoint = data.get("endpoint") if isinstance(data, dict) else None
+        if isinstance(endpoint, str):
+            parts = urlsplit(endpoint)
+            if parts.username or parts.password:
+                shown = parts._replace(netloc=f"***@{parts.hostname or ''}").geturl()
+                raise RuleViolation(
+                    "endpoint",
+                    shown,
+                    "carries credentials in the URL (allowed: none; they come from "
+                    "backup.objectStorage.credentialsSecret)",
+                )
+        return data
+
+    @field_validator("region")
+    @classmethod
+    def _french_region(cls, value: str) -> str:
+        # The copies hold customer data, encrypted or not: they stay in France too.
+        if value not in FRENCH_REGIONS:
+            raise ValueError(
+                f"region '{value}' is outside France (allowed: {', '.join(sorted(FRENCH_REGIONS))})"
+            )
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _object_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not _OBJECT_PREFIX.match(value):
+            raise ValueError(
+                f"'{value}' is not an object key prefix (allowed: empty, or path segments of "
+                "A-Z a-z 0-9 !_.*'()- each ending with '/', such as prod/)"
+            )
+        return value
+
+    @field_validator("recipients")
+    @classmethod
+    def _distinct_recipients(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError("recipients repeat (allowed: each public key once)")
+        return values
+
+    def key_prefix(self, environment: str) -> str:
+        """`prefix`, or `<environment>/`: two environments sharing a bucket never mix."""
+        return f"{environment}/" if self.prefix is None else self.prefix
+
+
 class BackupSettings(_Model):
     """The backup volume and the three CronJobs that share it."""
 
@@ -312,6 +460,8 @@ class BackupSettings(_Model):
     verify_schedule: Cron = "0 9 * * 0"
     # Hourly, apart from the backup itself, so backups expire even when backups fail.
     expiry_schedule: Cron = "7 * * * *"
+    # Off-site copies, encrypted before they leave the cluster; none when unset.
+    object_storage: ObjectStorageSettings | None = None
 
 
 class PurgeSettings(_Model):
@@ -468,6 +618,56 @@ def _either(values: list[int]) -> str:
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
 
 
+def _secret_of_length(value: SecretStr, least: int, allowed: re.Pattern[str] | None) -> SecretStr:
+    # The value itself never appears in a message: it is a key.
+    secret = value.get_secret_value()
+    if len(secret) < least or (allowed is not None and not allowed.match(secret)):
+        raise ValueError(
+            "is not a key this program generates (allowed: the value from the key escrow, "
+            f"at least {least} characters)"
+        )
+    return value
+
+
+class RestoredKeys(_Model):
+    """Keys taken back from the key escrow after the state was lost or the stack rebuilt
+    (runbooks/state-safety.md). Each one given replaces the generated one for good; the
+    decrypted escrow (`pulumi stack output keyEscrow`) is a valid value as a whole."""
+
+    format: str | None = None
+    # The environment the escrow was taken from: keys of another one are refused.
+    environment: Environment | None = None
+    partition_secret: SecretStr | None = None
+    erlang_cookie: SecretStr | None = None
+    uuid: SecretStr | None = None
+    auth_secret: SecretStr | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _escrow_format(cls, value: str | None) -> str | None:
+        if value not in (None, ESCROW_FORMAT):
+            raise ValueError(f"'{value}' is not a key escrow format (allowed: {ESCROW_FORMAT})")
+        return value
+
+    @field_validator("partition_secret", "auth_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None else _secret_of_length(value, 32, None)
+
+    @field_validator("erlang_cookie")
+    @classmethod
+    def _cookie(cls, value: SecretStr | None) -> SecretStr | None:
+        allowed = re.compile(r"^[A-Za-z0-9._-]+$")
+        return None if value is None else _secret_of_length(value, 20, allowed)
+
+    @field_validator("uuid")
+    @classmethod
+    def _uuid(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^[0-9a-f]{32}$", value.get_secret_value()):
+            raise ValueError("is not a CouchDB server uuid (allowed: 32 lower-case hex digits)")
+        return value
+
+
 class Settings(_Model):
     environment: Environment
     kubernetes_version: str
@@ -483,6 +683,23 @@ class Settings(_Model):
     gdpr: GdprSettings = GdprSettings()
     # Where every CronJob's schedule is read (CronJob spec.timeZone).
     time_zone: TimeZone = "Europe/Paris"
+    # The bank's escrow key: the stack output keyEscrow holds the cluster's keys encrypted
+    # to it. Unset, the keys are not escrowed (a warning says so at every run).
+    escrow_recipient: AgeRecipient | None = None
+    # Secret (`pulumi config set --secret`): keys restored from the escrow.
+    restored_keys: RestoredKeys | None = None
+
+    @model_validator(mode="after")
+    def _restored_keys_of_this_environment(self) -> Self:
+        restored = self.restored_keys
+        if restored is not None and restored.environment not in (None, self.environment):
+            raise RuleViolation(
+                "restoredKeys.environment",
+                restored.environment,
+                f"is the key escrow of another environment than {self.environment} "
+                "(allowed: this environment's own escrow)",
+            )
+        return self
 
     @field_validator("kubernetes_version")
     @classmethod
@@ -682,6 +899,9 @@ def describe_errors(error: ValidationError, namespace: str) -> str:
             # A rule's message names other settings as `{namespace}:key`.
             message = message.replace("{namespace}", namespace)
             lines.append(f"{rule_key} = {violation.value!r}: {message}")
+        elif location and location[0] in SECRET_SETTINGS:
+            # A key: the message never shows the value given.
+            lines.append(f"{key}: {message}")
         elif item["type"] == "missing":
             lines.append(f"{key}: is required but not set")
         elif item["type"] == "extra_forbidden":

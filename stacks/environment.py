@@ -10,11 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+from pydantic import SecretStr
 
 from components import couchdb_cluster, webapp
-from components.backups import Backups, BackupsArgs
+from components.backups import Backups, BackupsArgs, ObjectStorage
 from components.consolidation import LegacyConsolidation, LegacyConsolidationArgs
-from components.couchdb_cluster import CouchDBCluster, CouchDBClusterArgs
+from components.couchdb_cluster import (
+    ClusterKeys,
+    CouchDBCluster,
+    CouchDBClusterArgs,
+    PasswordGenerations,
+)
 from components.gdpr_purge import GdprPurge, GdprPurgeArgs
 from components.ingress import Ingress, IngressArgs
 from components.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
@@ -79,6 +85,38 @@ def environment_quota(settings: Settings) -> Quota:
     )
 
 
+def restored_keys(settings: Settings) -> ClusterKeys:
+    """The keys taken back from the escrow (`restoredKeys`), as Pulumi secrets."""
+    restored = settings.restored_keys
+    if restored is None:
+        return ClusterKeys()
+
+    def secret(value: SecretStr | None) -> pulumi.Output[str] | None:
+        return None if value is None else pulumi.Output.secret(value.get_secret_value())
+
+    return ClusterKeys(
+        partition_secret=secret(restored.partition_secret),
+        erlang_cookie=secret(restored.erlang_cookie),
+        uuid=secret(restored.uuid),
+        auth_secret=secret(restored.auth_secret),
+    )
+
+
+def object_storage(settings: Settings) -> ObjectStorage | None:
+    storage = settings.backup.object_storage
+    if storage is None:
+        return None
+    return ObjectStorage(
+        endpoint=storage.endpoint,
+        bucket=storage.bucket,
+        region=storage.region,
+        prefix=storage.key_prefix(settings.environment),
+        credentials_secret=storage.credentials_secret,
+        recipients=list(storage.recipients),
+        keep_local_copy=storage.keep_local_copy,
+    )
+
+
 def build_environment(
     settings: Settings, opts: pulumi.ResourceOptions | None = None
 ) -> Environment:
@@ -134,9 +172,24 @@ def build_environment(
             metrics_namespace=settings.monitoring.namespace,
             max_document_size_bytes=settings.couchdb.max_document_size_bytes,
             purged_infos_limit=settings.couchdb.purged_infos_limit,
+            restored_keys=restored_keys(settings),
+            password_generations=PasswordGenerations(
+                admin=settings.couchdb.password_rotation.admin,
+                app=settings.couchdb.password_rotation.app,
+            ),
+            escrow_recipient=settings.escrow_recipient,
         ),
         opts=in_namespace,
     )
+    if couchdb.key_escrow is not None:
+        # Taken with `pulumi stack output keyEscrow --show-secrets`, opened with `age -d`.
+        pulumi.export("keyEscrow", couchdb.key_escrow)
+    else:
+        pulumi.log.warn(
+            f"onboarding:escrowRecipient is not set: the keys of {env} (partition key, Erlang "
+            "cookie, uuid, auth secret) are not escrowed, and a lost state loses them "
+            "(runbooks/state-safety.md)"
+        )
     site = WebApp(
         f"{env}-webapp",
         WebAppArgs(
@@ -155,11 +208,16 @@ def build_environment(
                 database=settings.couchdb.database,
                 credentials_secret=couchdb.app_secret_name,
                 client_labels=couchdb.client_labels,
+                credentials_digest=couchdb.app_credentials_digest,
             ),
             ingress_namespace=settings.ingress.controller_namespace,
             metrics_namespace=settings.monitoring.namespace,
         ),
-        opts=in_namespace,
+        # The app user exists, with the Secret's password, once the setup Job ran: after a
+        # rotation the site's pods roll only when the new password works.
+        opts=pulumi.ResourceOptions.merge(
+            in_namespace, pulumi.ResourceOptions(depends_on=[couchdb.setup_job])
+        ),
     )
 
     ingress = Ingress(
@@ -194,6 +252,7 @@ def build_environment(
             max_age_days=settings.gdpr.max_age_days,
             expiry_interval_hours=settings.backup_expiry_interval_hours,
             storage_class=settings.backup.storage_class,
+            object_storage=object_storage(settings),
         ),
         opts=in_namespace,
     )

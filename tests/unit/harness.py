@@ -6,8 +6,10 @@ the program would send, not about the Python that builds them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import pulumi
 import yaml
+from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "onboarding-platform"
@@ -45,6 +48,9 @@ class Recorded:
     raw_inputs: dict[str, Any]
     inputs: dict[str, Any] = field(init=False)
     secret_paths: list[str] = field(init=False)
+    # Resource options as the engine receives them (RecordingMonitor).
+    protect: bool = False
+    retain_on_delete: bool = False
 
     def __post_init__(self) -> None:
         self.secret_paths = []
@@ -68,11 +74,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def __init__(self) -> None:
         self.resources: list[Recorded] = []
+        # (type, name) -> (protect, retainOnDelete), filled by RecordingMonitor.
+        self.options: dict[tuple[str, str], tuple[bool, bool]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
         outputs = dict(args.inputs)
-        digest = hashlib.sha256(args.name.encode()).hexdigest()
+        # Like pulumi-random, which replaces a resource whose keepers change: a new value for
+        # every distinct set of keepers, the same one for the same keepers.
+        keepers = args.inputs.get("keepers")
+        seed = args.name + (json.dumps(keepers, sort_keys=True) if keepers else "")
+        digest = hashlib.sha256(seed.encode()).hexdigest()
         if args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = f"pw-{digest[:32]}"
         if args.typ == "random:index/randomId:RandomId":
@@ -81,6 +93,40 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
         return {}, None
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock engine, noting the options each resource is registered with: the request is
+    what the real engine would receive (`Mocks.new_resource` is not given the options)."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.recording = mocks
+
+    def RegisterResource(self, request: Any) -> Any:
+        protect = request.HasField("protect") and request.protect
+        retain = request.HasField("retainOnDelete") and request.retainOnDelete
+        self.recording.options[(request.type, request.name)] = (protect, retain)
+        return super().RegisterResource(request)
+
+
+@dataclass
+class StackRun:
+    """What one evaluation of the program declared, exported and logged."""
+
+    resources: list[Recorded]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+    warnings: list[str]
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def raw_stack(stack: str) -> dict[str, Any]:
@@ -96,18 +142,55 @@ def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[st
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
 
 
-def run_program(stack: str, overrides: dict[str, Any] | None = None) -> list[Recorded]:
-    """Evaluate infra/__main__.py for a stack under mocks; return what it declared."""
+def run_stack(
+    stack: str, overrides: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None
+) -> StackRun:
+    """Evaluate infra/__main__.py for a stack under mocks, `secrets` given as secret config
+    (as `pulumi config set --secret` would); return what it declared and exported."""
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
-    pulumi.runtime.set_all_config(stack_config(stack, overrides), [])
+    warnings = _Warnings()
+    logger = logging.getLogger(f"pulumi-mocks-{stack}")
+    logger.addHandler(warnings)
+    # A root stack of its own (set_mocks keeps an existing one): no run sees another's exports.
+    pulumi.runtime.settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(
+        mocks,
+        project=PROJECT,
+        stack=stack,
+        preview=False,
+        logger=logger,
+        monitor=RecordingMonitor(mocks),
+    )
+    config = stack_config(stack, {**(overrides or {}), **(secrets or {})})
+    pulumi.runtime.set_all_config(config, list(secrets or {}))
+    outputs: dict[str, Any] = {}
+    secret_outputs: set[str] = set()
+
+    async def collect(exported: dict[str, Any]) -> None:
+        for name, value in exported.items():
+            output = pulumi.Output.from_input(value)
+            outputs[name] = await output.future()
+            if await output.is_secret():
+                secret_outputs.add(name)
 
     @pulumi.runtime.test
-    def program() -> None:
+    def program() -> Any:
         runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+        root = pulumi.runtime.get_root_resource()
+        return asyncio.ensure_future(collect(dict(getattr(root, "outputs", {}))))
 
-    program()
-    return mocks.resources
+    try:
+        program()
+    finally:
+        logger.removeHandler(warnings)
+    for recorded in mocks.resources:
+        recorded.protect, recorded.retain_on_delete = mocks.options[(recorded.type, recorded.name)]
+    return StackRun(mocks.resources, outputs, secret_outputs, warnings.messages)
+
+
+def run_program(stack: str, overrides: dict[str, Any] | None = None) -> list[Recorded]:
+    """Evaluate infra/__main__.py for a stack under mocks; return what it declared."""
+    return run_stack(stack, overrides).resources
 
 
 def by_kind(resources: list[Recorded], kind: str) -> list[Recorded]:

@@ -8,6 +8,7 @@ needs both the source's egress and the destination's ingress.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,20 @@ def _peer_matches(peer: dict[str, Any], policy_namespace: str, pod: Pod) -> bool
     if ns_selector is None:
         return pod.namespace == policy_namespace and matches(pod_selector, pod.labels)
     return matches(ns_selector, pod.namespace_labels) and matches(pod_selector, pod.labels)
+
+
+def _block_matches(peer: dict[str, Any], address: str) -> bool:
+    """An address outside the cluster matches ipBlock peers only: in `cidr`, in no `except`."""
+    block = peer.get("ipBlock")
+    if block is None:
+        return False
+    ip = ipaddress.ip_address(address)
+
+    def within(cidr: str) -> bool:
+        network = ipaddress.ip_network(cidr)
+        return network.version == ip.version and ip in network
+
+    return within(block["cidr"]) and not any(within(c) for c in block.get("except") or [])
 
 
 def _port_matches(ports: list[dict[str, Any]] | None, port: int) -> bool:
@@ -78,6 +93,19 @@ class Policies:
                 if peer_ok and _port_matches(rule.get("ports"), port):
                     return True
         return False
+
+    def can_reach_address(self, source: Pod, address: str, port: int) -> bool:
+        """May the pod open a TCP connection to an address outside the cluster? Only its
+        egress decides (no policy of the cluster selects the other end)."""
+        selecting = self._selecting(source, "Egress")
+        if not selecting:
+            return True
+        return any(
+            (not rule.get("to") or any(_block_matches(peer, address) for peer in rule["to"]))
+            and _port_matches(rule.get("ports"), port)
+            for policy in selecting
+            for rule in policy["spec"].get("egress") or []
+        )
 
     def can_connect(self, source: Pod, destination: Pod, port: int) -> bool:
         return self._allowed(source, destination, port, "Egress") and self._allowed(
