@@ -161,6 +161,8 @@ def build_environment(
             replicas=settings.couchdb.replicas,
             shards=settings.couchdb.shards,
             shard_copies=settings.couchdb.shard_copies,
+            placement=settings.couchdb_placement,
+            node_zones={node.name: node.zone for node in settings.node_pool.nodes},
             database=settings.couchdb.database,
             storage_size=settings.couchdb.storage_size,
             storage_class=settings.couchdb.storage_class,
