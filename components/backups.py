@@ -159,6 +159,7 @@ class Backups(pulumi.ComponentResource):
             *,
             writes: bool,
             off_site: dict[str, str] | None = None,
+            extra_args: list[str] | None = None,
         ) -> CronJob:
             volumes = [volume]
             mounts = [
@@ -183,14 +184,14 @@ class Backups(pulumi.ComponentResource):
                 namespace=args.namespace,
                 operation=operation,
                 schedule=Schedule(cron=cron, deadline_seconds=deadline, time_zone=args.time_zone),
-                args=[command],
+                args=[command, *(extra_args or [])],
                 env={**env, **(off_site or {})},
                 volumes=volumes,
                 mounts=mounts,
             )
 
         # The backup copies off site; the expiry deletes the off-site copies too (the GDPR
-        # budget holds for them as for the volume). The drill verifies the local volume.
+        # budget holds for them as for the volume).
         upload = expire = None
         if storage is not None:
             expire = _object_storage_env(storage)
@@ -209,6 +210,9 @@ class Backups(pulumi.ComponentResource):
             writes=True,
             off_site=upload,
         )
+        # The drill verifies the local copy; with none kept, the off-site one, without its
+        # key (the cluster never has it): every stored object against its index.
+        remote_only = storage is not None and not storage.keep_local_copy
         self.verify_job = job(
             f"{name}-verify-cronjob",
             "backup-verify",
@@ -216,6 +220,8 @@ class Backups(pulumi.ComponentResource):
             args.deadline_seconds,
             "verify",
             writes=False,
+            off_site=expire if remote_only else None,
+            extra_args=["--backup", "s3:latest"] if remote_only else [],
         )
         # Apart from the backup run, so backups expire on time even when backups fail.
         self.expiry_job = job(

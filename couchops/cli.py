@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from couchops import __version__, pseudonym
+from couchops import __version__, offsite, pseudonym
 from couchops.audit import audit
 from couchops.backup import (
     backup,
@@ -106,8 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "backup",
         help="back up every database with data, attachments included",
-        description="Write every non-system database (documents and attachments) to "
-        "compressed files with a manifest, atomically; then delete expired backups.",
+        description="Write every non-system database (every leaf revision, attachments, "
+        "settings) to compressed files with a manifest, atomically; then delete expired "
+        "backups. With S3_* set, also copy it off site, age-encrypted to "
+        "BACKUP_AGE_RECIPIENTS, and read it back (BACKUP_KEEP_LOCAL_COPY=false then deletes "
+        "the local copy).",
     )
     _common(p)
     p.add_argument("--backup-dir", help="[BACKUP_DIR]")
@@ -121,7 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Restore databases from a backup; a target that holds anything is refused.",
     )
     _common(p)
-    p.add_argument("--from", dest="source", required=True, help="backup dir, id, or 'latest'")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="backup dir, id, 'latest', or off site: 's3:<id>', 's3:latest' (downloaded into "
+        "BACKUP_DIR, resumable; needs S3_* and BACKUP_AGE_IDENTITY_FILE)",
+    )
     p.add_argument("--backup-dir", help="[BACKUP_DIR]")
     p.add_argument(
         "--database",
@@ -138,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         "database's content with the live database (e.g. after a test restore).",
     )
     _common(p)
-    p.add_argument("--backup", help="backup dir, id, or 'latest' (default)")
+    p.add_argument(
+        "--backup",
+        help="backup dir, id, 'latest' (default), or off site 's3:<id>', 's3:latest' (without "
+        "BACKUP_AGE_IDENTITY_FILE: the stored objects checked against their index)",
+    )
     p.add_argument("--backup-dir", help="[BACKUP_DIR]")
     p.add_argument("--database", action="append", metavar="NAME[=TARGET]")
     p.add_argument("--live", action="store_true", help="compare with the live databases")
@@ -175,7 +189,8 @@ def _add_gdpr_commands(sub: Any) -> None:
         help="delete the backups past their expiry (needs no CouchDB)",
         description="Delete every backup whose life (BACKUP_RETENTION_DAYS) is over or whose "
         "oldest datum would pass GDPR_MAX_AGE_DAYS, and what killed backup runs left. Run "
-        "hourly on its own, so that backups expire even when backup runs fail.",
+        "hourly on its own, so that backups expire even when backup runs fail. With S3_* "
+        "set, the off-site copies too (without their key).",
     )
     _common(p)
     p.add_argument("--backup-dir", help="[BACKUP_DIR]")
@@ -320,15 +335,20 @@ def _audit(args: argparse.Namespace, settings: Settings) -> Counts:
 
 
 def _backup(args: argparse.Namespace, settings: Settings) -> Counts:
+    # The off-site settings are read first: a bad one fails before hours of reading.
+    storage = offsite.configured(os.environ)
+    recipients = offsite.recipients_from_env(os.environ) if storage else []
+    keep_local = offsite.keep_local_copy(os.environ)
+    retention = settings.backup_retention()
     result = backup(
         connect(settings),
         settings.require_backup_dir(),
-        retention=settings.backup_retention(),
+        retention=retention,
         databases=args.database,
         concurrency=settings.backup_concurrency,
     )
     totals = result.manifest["totals"]
-    return {
+    counts: Counts = {
         "databases": totals["databases"],
         "documents": totals["documents"],
         "documents_expired": totals["documents_expired"],
@@ -336,16 +356,48 @@ def _backup(args: argparse.Namespace, settings: Settings) -> Counts:
         "bytes": totals["bytes"],
         "expired_deleted": len(result.deleted),
     }
+    if storage is not None:
+        remote = offsite.send_off_site(
+            storage, result.path, recipients, retention, keep_local=keep_local
+        )
+        counts["offsite_objects"] = len(remote.objects)
+        counts["offsite_bytes"] = sum(o.size for o in remote.objects)
+    return counts
 
 
 def _backup_expire(args: argparse.Namespace, settings: Settings) -> Counts:
     backup_dir = settings.require_backup_dir()
-    deleted = expire_backups(backup_dir, settings.backup_retention(), now=datetime.now(UTC))
-    return {"expired_deleted": len(deleted), "backups_kept": len(list_backups(backup_dir))}
+    storage = offsite.configured(os.environ)
+    now = datetime.now(UTC)
+    deleted = expire_backups(backup_dir, settings.backup_retention(), now=now)
+    counts: Counts = {
+        "expired_deleted": len(deleted),
+        "backups_kept": len(list_backups(backup_dir)),
+    }
+    if storage is not None:
+        # Needs no key: the off-site copies expire on the same budget as the local ones.
+        gone = offsite.expire_remote_backups(storage, settings.backup_retention(), now=now)
+        counts["offsite_expired_deleted"] = len(gone)
+        counts["offsite_backups_kept"] = len(offsite.list_remote_backups(storage))
+    return counts
+
+
+def _downloaded(reference: str, settings: Settings) -> Path:
+    """An off-site backup (`s3:<id>` or `s3:latest`) fetched and decrypted under BACKUP_DIR
+    (resumable; expired there on schedule like any backup): its local directory."""
+    storage = offsite.configured(os.environ)
+    if storage is None:
+        raise SettingsError(f"{offsite.REMOTE}{reference} names an off-site backup: set S3_*")
+    identities = offsite.identities_from_env(os.environ)
+    return offsite.download_backup(storage, reference, settings.require_backup_dir(), identities)
 
 
 def _restore(args: argparse.Namespace, settings: Settings) -> Counts:
-    path = resolve_backup(settings.backup_dir, args.source)
+    remote = offsite.remote_reference(args.source)
+    if remote is not None:
+        path = _downloaded(remote, settings)
+    else:
+        path = resolve_backup(settings.backup_dir, args.source)
     result = restore(
         connect(settings),
         path,
@@ -357,7 +409,23 @@ def _restore(args: argparse.Namespace, settings: Settings) -> Counts:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> Counts:
-    path = resolve_backup(settings.backup_dir, args.backup)
+    remote = offsite.remote_reference(args.backup)
+    if remote is not None and not os.environ.get("BACKUP_AGE_IDENTITY_FILE"):
+        # Without the key (the cluster never has it): the stored ciphertext against its index.
+        if args.live:
+            raise SettingsError(
+                "verify --live of an off-site backup needs BACKUP_AGE_IDENTITY_FILE"
+            )
+        storage = offsite.configured(os.environ)
+        if storage is None:
+            raise SettingsError(f"{args.backup} names an off-site backup: set S3_*")
+        checked = offsite.check_remote_backup(storage, remote)
+        return {"objects_checked": len(checked.objects), "decrypted": 0}
+    path = (
+        _downloaded(remote, settings)
+        if remote is not None
+        else resolve_backup(settings.backup_dir, args.backup)
+    )
     result = verify(
         path,
         couch=connect(settings) if args.live else None,

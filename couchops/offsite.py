@@ -1138,3 +1138,86 @@ def _lifecycle_rules(client: Any, storage: ObjectStorage) -> list[dict[str, Any]
                 return []
             raise
     return rules
+
+
+# ---------------------------------------------------------------------------------------------
+# what the couchops commands use
+
+
+REMOTE = "s3:"
+"""A backup reference that names an off-site backup: ``s3:latest`` or ``s3:<id>``."""
+
+
+def configured(environ: Mapping[str, str]) -> ObjectStorage | None:
+    """The object storage when ``S3_ENDPOINT`` is set (`ObjectStorage.from_env`), else None:
+    backups then stay on the volume only. Another ``S3_*`` variable set without it is refused,
+    lest a half-configured job believe it copies off site."""
+    if environ.get("S3_ENDPOINT", "").strip():
+        return ObjectStorage.from_env(environ)
+    stray = sorted(k for k in environ if k.startswith("S3_") and environ[k].strip())
+    if stray:
+        raise SettingsError(
+            f"{', '.join(stray)} set but S3_ENDPOINT is not: set it to copy backups off site, "
+            "or unset the others"
+        )
+    return None
+
+
+def remote_reference(reference: str | None) -> str | None:
+    """The id (or ``latest``) an ``s3:`` reference names; None for a local one."""
+    if reference is None or not reference.startswith(REMOTE):
+        return None
+    return reference.removeprefix(REMOTE) or "latest"
+
+
+def keep_local_copy(environ: Mapping[str, str]) -> bool:
+    """``BACKUP_KEEP_LOCAL_COPY`` (default true): false deletes the local copy once the
+    off-site one is complete, the volume then serving as a staging area only."""
+    value = environ.get("BACKUP_KEEP_LOCAL_COPY", "true").strip().lower()
+    if value not in ("true", "false"):
+        raise SettingsError(f"bad setting BACKUP_KEEP_LOCAL_COPY={value}: must be true or false")
+    return value == "true"
+
+
+def send_off_site(
+    storage: ObjectStorage,
+    local_backup_dir: Path,
+    recipients: Sequence[Recipient],
+    retention: BackupRetention,
+    *,
+    keep_local: bool,
+) -> RemoteBackup:
+    """What the backup job does after each backup: the bucket's lifecycle backstop set (a
+    warning when refused), the backup uploaded, then checked back without the key (every
+    object read and hashed against the index); only then, unless `keep_local`, the local copy
+    deleted."""
+    ensure_lifecycle(storage, lifecycle_days(retention))
+    upload_backup(storage, local_backup_dir, recipients, retention=retention)
+    remote = check_remote_backup(storage, local_backup_dir.name)
+    if not keep_local:
+        shutil.rmtree(local_backup_dir)
+        logger().info("offsite.local_copy_deleted", backup=remote.backup_id)
+    return remote
+
+
+def check_remote_backup(storage: ObjectStorage, reference: str = "latest") -> RemoteBackup:
+    """Read back every object of an off-site backup (an id, or ``latest``) and check its size
+    and the SHA-256 of its ciphertext against the index, without the key: what can be proven
+    of a backup the cluster cannot read. `VerificationError` names the first that differs."""
+    client = storage.client()
+    remote = _resolve(client, storage, reference)
+    for obj in remote.objects:
+        fetch = _Fetch(client, storage, remote, (), Path())
+        body = fetch.body(obj)
+        reader = _HashingReader(body)
+        with _talking(storage, f"reading {fetch.where(obj)}"):
+            while reader.read(_READ):
+                pass
+            body.close()
+        if reader.size != obj.size or reader.sha.hexdigest() != obj.sha256:
+            raise VerificationError(
+                f"object {fetch.where(obj)} differs from its index (tampered with or "
+                f"truncated): {reader.size} bytes, the index says {obj.size}"
+            )
+    logger().info("offsite.checked", backup=remote.backup_id, objects=len(remote.objects))
+    return remote

@@ -143,3 +143,17 @@ def test_without_object_storage_no_job_leaves_the_cluster(stack: list[Recorded])
         assert not policies.can_reach_address(pod, PUBLIC_ADDRESS, 443), name
     for cron in by_kind(stack, "CronJob"):
         assert not [k for k in env_of(cron) if k.startswith(("S3_", "BACKUP_AGE"))]
+
+
+def test_without_a_local_copy_the_weekly_drill_checks_the_off_site_one_without_its_key() -> None:
+    kept = one(with_storage("prod"), "CronJob", "couchops-backup-verify")
+    remote = one(with_storage("prod", keepLocalCopy=False), "CronJob", "couchops-backup-verify")
+
+    assert pod_of(kept)["containers"][0]["args"] == ["verify"]
+    assert "S3_ENDPOINT" not in env_of(kept)
+    assert pod_of(remote)["containers"][0]["args"] == ["verify", "--backup", "s3:latest"]
+    env = env_of(remote)
+    assert env["S3_BUCKET"]["value"] == "onboarding-backups"
+    # The bucket, never the key: the cluster cannot read what it checks.
+    assert "BACKUP_AGE_IDENTITY_FILE" not in env
+    assert "BACKUP_AGE_RECIPIENTS" not in env
