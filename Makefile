@@ -2,7 +2,7 @@
 STACK ?= prod
 SHELL := /bin/bash
 
-.PHONY: setup toolchain kube up preview test lint kube-up kube-down
+.PHONY: setup toolchain kube s3 up preview test lint kube-up kube-down
 
 setup:
 	scripts/setup.sh
@@ -14,6 +14,10 @@ toolchain:
 kube:
 	scripts/bootstrap-kube.sh >/dev/null
 
+# The S3-compatible server (SeaweedFS) the off-site backup tests run against (built once, cached).
+s3:
+	scripts/bootstrap-seaweedfs.sh >/dev/null
+
 # Main job: a real `pulumi up` of $(STACK). Without a kubeconfig it renders every manifest
 # into rendered/$(STACK)/ (no cluster needed); with one, it deploys.
 up: setup toolchain
@@ -22,7 +26,7 @@ up: setup toolchain
 preview: setup toolchain
 	scripts/pulumi.sh preview $(STACK)
 
-test: setup toolchain kube
+test: setup toolchain kube s3
 	.venv/bin/pytest
 
 lint: setup

@@ -27,13 +27,18 @@ if [ -f package-lock.json ]; then
   fi
 fi
 
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-  step "installing Debian's prometheus package (prometheus, promtool)"
+# Debian's packages: prometheus (promtool, the rule tests), age (the stock tool a test decrypts
+# off-site backups with, as an operator would).
+missing=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v age >/dev/null 2>&1 || missing+=(age)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing Debian's packages: ${missing[*]}"
   if [ "$(id -u)" != 0 ]; then
-    echo "setup: promtool is missing and installing it needs root (apt-get install prometheus)" >&2
+    echo "setup: ${missing[*]} missing and installing needs root (apt-get install ${missing[*]})" >&2
     exit 1
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 step "ready"
