@@ -1138,14 +1138,34 @@ class _Writing:
     n: int | None
 
 
+def design_ids(couch: Couch, db: str) -> set[str]:
+    """The ids of a database's design documents."""
+    rows = couch.get(
+        f"{db_path(db)}/_all_docs", params={"startkey": "_design/", "endkey": "_design0"}
+    )["rows"]
+    return {str(row["id"]) for row in rows}
+
+
+def _set_up_only(couch: Couch, target: str, info: JSON) -> bool:
+    """Whether `target` holds design documents and nothing else, as `couchops cluster-setup`
+    leaves a new database (its indexes): after a disaster, `pulumi up` runs the setup Job
+    before anyone restores. Such a target counts as empty; its design documents stay."""
+    if info.get("doc_del_count", 0):
+        return False
+    return int(info.get("doc_count", 0)) <= len(design_ids(couch, target))
+
+
 def _resume_point(couch: Couch, manifest: JSON, entry: JSON, target: str) -> int:
     """How many lines of its file an earlier, killed restore of this backup wrote into
-    `target` (0 for an absent or empty database); a database holding anything else is
-    refused."""
+    `target` (0 for an absent or empty database, or one as cluster-setup leaves it); a
+    database holding anything else is refused."""
     info = couch.db_info(target)
     if not info or not (info.get("doc_count", 0) or info.get("doc_del_count", 0)):
         return 0
     mark = couch.get_doc(target, CHECKPOINT_ID)
+    if mark is None and _set_up_only(couch, target, info):
+        logger().info("restore.target_set_up", database=target, documents=info.get("doc_count"))
+        return 0
     if not mark or (mark.get("backup"), mark.get("file_sha256")) != (
         manifest["id"],
         entry["file_sha256"],
@@ -1222,8 +1242,22 @@ def _restore_database(
         # updated beside every batch of the restore (a quarter of its time on a 3-node
         # CouchDB 3.5.2); written while a copy still catches up with the last batches, the
         # index builds would compete with it.
-        wait_for_count(couch, target, expected - len({line_id(d) for d in design}), sleep=sleep)
-        written += _bulk_write(couch, target, design, copies)
+        present = design_ids(couch, target)
+        wait_for_count(
+            couch, target, expected - len({line_id(d) for d in design} - present), sleep=sleep
+        )
+        # A design document the target has (cluster-setup made it, or a killed run wrote
+        # it) is kept: written again, the backup's revision would sit beside it as a
+        # conflict and might win over the current index definitions.
+        missing = [d for d in design if line_id(d) not in present]
+        if len(missing) < len(design):
+            logger().info(
+                "restore.design_documents_kept",
+                database=target,
+                kept=len({line_id(d) for d in design} & present),
+            )
+        if missing:
+            written += _bulk_write(couch, target, missing, copies)
     _restore_settings(couch, target, entry, props)
     count = wait_for_count(couch, target, expected, sleep=sleep)
     if count != expected:

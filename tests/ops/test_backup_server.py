@@ -283,6 +283,34 @@ def test_restore_refuses_a_target_that_holds_documents(
     assert couch.db_info(db)["doc_count"] == count  # type: ignore[index]
 
 
+def test_restore_takes_a_target_as_cluster_setup_leaves_it_and_keeps_its_design_documents(
+    couch: Couch, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    """After a disaster `pulumi up` runs the setup Job first: the database exists with its
+    indexes. The restore fills it; the current index definitions stay, without a conflict."""
+    source, target, busy = make_db(), make_db(), make_db()
+    count = seed(couch, source, users=2)
+    old_view = {"views": {"by_step": {"map": "function (doc) { emit(doc.step, 1); }"}}}
+    couch.put(doc_path(source, "_design/onboarding"), old_view)
+    result = backup(
+        couch, tmp_path, retention=BackupRetention(), every_document=True, databases=[source]
+    )
+    current = {"views": {"by_step": {"map": "function (doc) { emit([doc.step], 1); }"}}}
+    couch.put(doc_path(target, "_design/onboarding"), current)
+    couch.put(doc_path(busy, "_design/onboarding"), current)
+    couch.put(doc_path(busy, "someone"), {"step": "identity"})
+
+    restore(couch, result.path, mapping={source: target})
+
+    assert couch.db_info(target)["doc_count"] == count + 1  # type: ignore[index]
+    design = couch.get(f"{doc_path(target, '_design/onboarding')}", params={"conflicts": True})
+    assert design["views"] == current["views"]
+    assert "_conflicts" not in design
+    # A design document beside any other document is not a set-up database: refused.
+    with pytest.raises(OpsError, match="not empty"):
+        restore(couch, result.path, mapping={source: busy})
+
+
 def _fake_backup(root: Path, created: datetime, oldest: datetime | str | None) -> Path:
     path = root / created.strftime("%Y%m%dT%H%M%SZ")
     path.mkdir()
