@@ -76,6 +76,15 @@ def test_conflicting_leaves_are_read_with_open_revs_and_written_beside_the_winne
         ],
         json={"rows": [{"key": new_id, "id": new_id, "value": {"rev": "2-b"}}]},
     )
+    # A document of several leaves is looked up: every leaf, each with its history.
+    leaves = responses.get(
+        f"{BASE}/onboarding/{quote(new_id, safe='')}",
+        match=[matchers.query_param_matcher({"open_revs": "all", "revs": "true"})],
+        json=[
+            {"ok": {"_id": new_id, "_rev": rev, "_revisions": {"start": 2, "ids": [rev[2:], "x"]}}}
+            for rev in ("2-b", "2-a")
+        ],
+    )
 
     stats = consolidate(couch(), "onboarding", b"k")
 
@@ -84,6 +93,7 @@ def test_conflicting_leaves_are_read_with_open_revs_and_written_beside_the_winne
     assert [(d["_id"], d["_rev"]) for d in sent["docs"]] == [(new_id, "2-b"), (new_id, "2-a")]
     assert stats.conflict_revisions_copied == 1 and stats.sources_verified == 1
     assert read_back.call_count == 1  # verified by one key range over the user's partition
+    assert leaves.call_count == 1
 
 
 @responses.activate
