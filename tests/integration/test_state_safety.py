@@ -315,6 +315,14 @@ def test_the_escrow_holds_the_keys_and_restores_them_on_a_new_stack(
     # The passwords are the new stack's own: the setup Job sets them on the users.
     assert lost.secret("couchdb-app")["password"] != escrowed.secret("couchdb-app")["password"]
 
+    # Restored for good: without the setting the program would generate other keys, and the
+    # engine refuses the replacement that takes.
+    lost.run("config", "rm", "onboarding:restoredKeys")
+    dropped = lost.run("up", "--yes", check=False)
+    assert dropped.returncode != 0
+    assert NOT_REPLACED.search(dropped.output), dropped.output
+    assert lost.held_keys() == held
+
 
 def test_every_escrow_taken_opens_to_the_same_keys_and_no_preview_reports_it(
     escrowed: Box, identity: Any
