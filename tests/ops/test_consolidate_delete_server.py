@@ -19,7 +19,7 @@ from couchops.couch import Couch, db_path, doc_path
 from couchops.partition import partition_key
 from couchops.pseudonym import pseudonym
 from tests.ops.conftest import Server
-from tests.ops.helpers import bulk, days_ago, last_line, onboarding_doc, run_cli
+from tests.ops.helpers import bulk, days_ago, every_copy, last_line, onboarding_doc, run_cli
 from tests.ops.test_consolidate_server import SECRET, make_userdbs
 
 pytestmark = pytest.mark.server
@@ -28,13 +28,15 @@ pytestmark = pytest.mark.server
 @pytest.fixture
 def source(couch: Couch, make_db: Callable[..., str]) -> Iterator[tuple[str, str]]:
     """One legacy database of three documents (one with an attachment) plus a design
-    document, whose `profile` has a conflicting leaf; answers (user, database)."""
+    document, whose `profile` has a conflicting leaf; answers (user, database). Every copy
+    has them all (`w=n`)."""
     ((user, name),) = make_userdbs(couch, make_db, ["gina"]).items()
     bulk(
         couch,
         name,
         [{"_id": "profile", "_rev": "1-aaaa", "createdAt": days_ago(1)}],
         new_edits=False,
+        params=every_copy(couch, name),
     )
     yield user, name
     couch.request("DELETE", db_path(name), ok=(200, 202, 404))
@@ -51,6 +53,18 @@ def leaves(couch: Couch, db: str, doc_id: str) -> set[str]:
     """Every live leaf revision of a document, read with `open_revs=all`."""
     answer = couch.get(doc_path(db, doc_id), params={"open_revs": "all"})
     return {i["ok"]["_rev"] for i in answer if "ok" in i and not i["ok"].get("_deleted")}
+
+
+def put_everywhere(couch: Couch, db: str, doc: dict[str, Any]) -> None:
+    """Update a document, every copy confirming (`w=n`): the run's next read, whichever copy
+    answers it, sees the write (one only a quorum holds is the race the README admits)."""
+    couch.request("PUT", doc_path(db, doc["_id"]), body=doc, params=every_copy(couch, db))
+
+
+def delete_everywhere(couch: Couch, db: str, doc: dict[str, Any]) -> None:
+    """Delete a document, every copy confirming (`w=n`)."""
+    params = {"rev": doc["_rev"], **every_copy(couch, db)}
+    couch.request("DELETE", doc_path(db, doc["_id"]), params=params)
 
 
 def after(
@@ -95,7 +109,7 @@ def test_a_write_to_the_source_after_its_copy_keeps_it_and_the_next_run_deletes_
 ) -> None:
     user, name = source
     late = onboarding_doc("late", days_ago(0))
-    after(monkeypatch, "_write", lambda: bulk(couch, name, [late]))
+    after(monkeypatch, "_write", lambda: bulk(couch, name, [late], params=every_copy(couch, name)))
 
     stats = run(couch, target, name)
 
@@ -118,7 +132,7 @@ def test_a_new_revision_after_the_last_read_of_the_documents_is_caught_by_update
     def update() -> None:
         doc = couch.get_doc(name, "application-0")
         assert doc is not None
-        couch.put_doc(name, {**doc, "step": "signed"})
+        put_everywhere(couch, name, {**doc, "step": "signed"})
 
     after(monkeypatch, "_leaves_now", update)
 
@@ -142,7 +156,7 @@ def test_a_document_deleted_in_the_target_after_the_copy_keeps_the_source_on_eve
     def delete_in_target() -> None:
         doc = couch.get_doc(target, new_id)
         assert doc is not None
-        couch.request("DELETE", doc_path(target, new_id), params={"rev": doc["_rev"]})
+        delete_everywhere(couch, target, doc)
 
     after(monkeypatch, "_write", delete_in_target)
 
@@ -206,7 +220,7 @@ def test_a_document_updated_in_the_target_since_the_copy_is_held(
     def update_in_target() -> None:
         doc = couch.get_doc(target, new_id)
         assert doc is not None
-        couch.put_doc(target, {**doc, "step": "signed"})
+        put_everywhere(couch, target, {**doc, "step": "signed"})
 
     after(monkeypatch, "_write", update_in_target)
 
@@ -226,7 +240,7 @@ def test_cli_keeps_a_source_the_target_no_longer_holds_and_exits_1_naming_it(
     new_id = f"{partition_key(user, SECRET)}:application-0"
     doc = couch.get_doc(target, new_id)
     assert doc is not None
-    couch.request("DELETE", doc_path(target, new_id), params={"rev": doc["_rev"]})
+    delete_everywhere(couch, target, doc)
     env = {**server.env(), "COUCHDB_DATABASE": target, "USER_PARTITION_SECRET": SECRET.decode()}
 
     done = run_cli(["consolidate", "--delete-sources", "--source", name], env)

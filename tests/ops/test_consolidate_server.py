@@ -11,7 +11,15 @@ from couchops.consolidate import consolidate
 from couchops.couch import Couch, db_path, doc_path
 from couchops.partition import partition_key, userdb_name
 from tests.ops.conftest import Server
-from tests.ops.helpers import bulk, days_ago, last_line, onboarding_doc, run_cli, with_attachment
+from tests.ops.helpers import (
+    bulk,
+    days_ago,
+    every_copy,
+    last_line,
+    onboarding_doc,
+    run_cli,
+    with_attachment,
+)
 
 pytestmark = pytest.mark.server
 
@@ -34,7 +42,8 @@ def make_userdbs(
             docs[0], "id-card.jpg", b"\xff\xd8" + user.encode() * 50, "image/jpeg"
         )
         docs.append({"_id": "_design/legacy", "views": {"v": {"map": "function(d){emit(d._id)}"}}})
-        bulk(couch, name, docs)
+        # Every copy confirms: a migration reading one copy must find what the test wrote.
+        bulk(couch, name, docs, params=every_copy(couch, name))
         out[user] = name
     return out
 
