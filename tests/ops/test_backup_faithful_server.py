@@ -37,7 +37,11 @@ def leaves(couch: Couch, db: str) -> dict[str, list[tuple[str, bool, str]]]:
     ids = [row["id"] for row in couch.get(f"{db_path(db)}/_all_docs")["rows"]]
     out: dict[str, list[tuple[str, bool, str]]] = {}
     for doc_id in ids:
-        answer = couch.get(doc_path(db, doc_id), params={"open_revs": "all", "attachments": True})
+        # r=3: every copy answers (on a cluster, a read right after a write may otherwise
+        # hit a copy that has not merged the latest branch yet).
+        answer = couch.get(
+            doc_path(db, doc_id), params={"open_revs": "all", "attachments": True, "r": 3}
+        )
         found = []
         for item in answer:
             leaf = item["ok"]
@@ -68,7 +72,9 @@ def seed_with_conflicts(couch: Couch, db: str, users: int = 12) -> None:
     docs.append(
         {"_id": "_design/app", "views": {"by_step": {"map": "function (d) { emit(d.step); }"}}}
     )
-    bulk(couch, db, docs)
+    # w=3: every copy has each write before the backup reads one copy per shard range (on a
+    # loaded machine internal replication may lag; pouchdb-server ignores it).
+    bulk(couch, db, docs, params={"w": 3})
     branches: list[dict[str, Any]] = []
     for u in range(users):
         doc_id = f"u{u:04d}:profile"
@@ -91,7 +97,7 @@ def seed_with_conflicts(couch: Couch, db: str, users: int = 12) -> None:
                     },
                 }
             )
-    bulk(couch, db, branches, new_edits=False)
+    bulk(couch, db, branches, new_edits=False, params={"w": 3})
 
 
 def test_every_leaf_conflicts_and_deleted_branches_included_is_restored_exactly(
