@@ -650,7 +650,7 @@ class CouchDBCluster(pulumi.ComponentResource):
             if restored.uuid is not None
             else _hex32(key("uuid", 32, None))
         )
-        return _Keys(
+        keys = _Keys(
             # Key of the pseudonymous partition of each user (`u` + HMAC of the user name):
             # shared by the site and the consolidation so ids never carry a user name.
             partition_secret=key("partition-secret", 64, restored.partition_secret),
@@ -658,6 +658,21 @@ class CouchDBCluster(pulumi.ComponentResource):
             uuid=uuid,
             auth_secret=key("auth-secret", 64, restored.auth_secret),
         )
+        # With Secrets updated in place (stacks/provider.py), their protection no longer
+        # stops a change of the keys they hold; this does, whatever the keys' source: its
+        # keepers are the keys' digest, so other keys (restoredKeys dropped, another escrow)
+        # mean replacing it, which the engine refuses.
+        random.RandomId(
+            f"{name}-keys-pin",
+            byte_length=8,
+            keepers={
+                "keys": _digest(
+                    keys.partition_secret, keys.erlang_cookie, keys.uuid, keys.auth_secret
+                )
+            },
+            opts=keep,
+        )
+        return keys
 
 
 @dataclass(frozen=True)

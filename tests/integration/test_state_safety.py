@@ -42,6 +42,7 @@ PROTECTED = {
     f"{STACK}-couchdb-erlang-cookie",
     f"{STACK}-couchdb-uuid",
     f"{STACK}-couchdb-auth-secret",
+    f"{STACK}-couchdb-keys-pin",
     f"{STACK}-couchdb-server-secret",
     f"{STACK}-couchdb-app-secret",
     f"{STACK}-couchdb-statefulset",

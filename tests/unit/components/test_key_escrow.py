@@ -75,7 +75,7 @@ def test_the_escrow_opens_with_the_bank_identity_to_the_keys_the_secrets_hold(
     assert plain.pop("format") == "onboarding-key-escrow/1"
     assert plain.pop("environment") == "prod"
     assert plain == held_keys(run.resources)
-    # Kept as a secret in the state: no preview shows a new ciphertext at every run.
+    # A secret in the state: the keys, even encrypted, are shown only with --show-secrets.
     assert "keyEscrow" in run.secret_outputs
     assert not run.warnings
 

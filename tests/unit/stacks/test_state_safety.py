@@ -31,6 +31,8 @@ def test_exactly_the_keys_and_the_data_bearing_objects_are_protected(
             ("RandomPassword", f"{env}-couchdb-erlang-cookie"),
             ("RandomPassword", f"{env}-couchdb-uuid"),
             ("RandomPassword", f"{env}-couchdb-auth-secret"),
+            # What refuses other keys in the Secrets, which are updated in place.
+            ("RandomId", f"{env}-couchdb-keys-pin"),
             # The Secrets holding them, and the objects holding the data.
             ("Secret", "couchdb-server"),
             ("Secret", "couchdb-app"),
