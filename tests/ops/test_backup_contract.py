@@ -144,9 +144,10 @@ def read_ids(**kwargs: int) -> list[str]:
 
 @responses.activate
 def test_the_documents_are_read_from_the_chosen_copies_changes_page_by_page() -> None:
-    """Each chosen copy's changes feed is read in pages (`since` the last sequence); a
-    document with several leaves is read again with `open_revs=all` from the same copy, and
-    a deleted one (its winner deleted: every leaf is) is left out."""
+    """Each chosen copy's changes feed is read in pages (`since` the last sequence); the
+    documents with several leaves are completed by one clustered `_bulk_get` (a leaf it does
+    not find yet is read with `open_revs=all` from the copy that listed it), and a deleted one
+    (its winner deleted: every leaf is) is left out."""
     shard_map()
     for shard_range in RANGES:
         for node in NODES:
@@ -154,30 +155,62 @@ def test_the_documents_are_read_from_the_chosen_copies_changes_page_by_page() ->
     a = copy_path("couchdb@a", RANGES[0])
     b = copy_path("couchdb@b", RANGES[1])
     changes_page(a, [change("a1", 1), change("a2", 2)], 0, 2)
-    changes_page(a, [change("a3", 3, leaves=2)], 2, 2)
+    changes_page(a, [change("a3", 3, leaves=2), change("a4", 4, leaves=2)], 2, 2)
+    changes_page(a, [], 4, 2)
     changes_page(b, [change("b1", 1), change("gone", 2, deleted=True)], 0, 2)
     changes_page(b, [], 2, 2)
-    leaves = responses.get(
-        f"{BASE}{a}/a3",
+    history = {"start": 2, "ids": ["a3", "x"]}
+    bulk_get = responses.post(
+        f"{BASE}/onboarding/_bulk_get",
+        match=[
+            matchers.query_param_matcher({"revs": "true", "attachments": "true"}),
+            matchers.json_params_matcher(
+                {
+                    "docs": [
+                        {"id": "a3", "rev": "1-a3"},
+                        {"id": "a3", "rev": "2-a3"},
+                        {"id": "a4", "rev": "1-a4"},
+                        {"id": "a4", "rev": "2-a4"},
+                    ]
+                }
+            ),
+        ],
+        json={
+            "results": [
+                {"id": "a3", "docs": [{"ok": {"_id": "a3", "_rev": "1-a3", "_deleted": True}}]},
+                {
+                    "id": "a3",
+                    "docs": [{"ok": {"_id": "a3", "_rev": "2-a3", "_revisions": history}}],
+                },
+                {"id": "a4", "docs": [{"ok": {"_id": "a4", "_rev": "1-a4"}}]},
+                {
+                    "id": "a4",
+                    "docs": [{"error": {"id": "a4", "rev": "2-a4", "error": "not_found"}}],
+                },
+            ]
+        },
+    )
+    from_copy = responses.get(
+        f"{BASE}{a}/a4",
         match=[
             matchers.query_param_matcher(
                 {"open_revs": "all", "revs": "true", "attachments": "true"}
             )
         ],
-        json=[
-            {"ok": {"_id": "a3", "_rev": "2-a3", "_revisions": {"start": 2, "ids": ["a3", "x"]}}},
-            {"ok": {"_id": "a3", "_rev": "1-a3", "_deleted": True}},
-        ],
+        json=[{"ok": {"_id": "a4", "_rev": "2-a4"}}, {"ok": {"_id": "a4", "_rev": "1-a4"}}],
     )
 
     chunks = list(read_database(couch(), "onboarding", documents=6, page=2, concurrency=4))
 
     changes = {c.id: c for chunk in chunks for c in chunk}
-    assert sorted(changes) == ["a1", "a2", "a3", "b1"]
-    assert leaves.call_count == 1
+    assert sorted(changes) == ["a1", "a2", "a3", "a4", "b1"]
+    assert bulk_get.call_count == 1  # every document of several leaves in one request
+    assert from_copy.call_count == 1
     assert [leaf["_rev"] for leaf in changes["a3"].revisions()] == ["2-a3", "1-a3"]
+    assert [leaf["_rev"] for leaf in changes["a4"].revisions()] == ["2-a4", "1-a4"]
     assert changes["a1"].leaves is None
-    assert not any(c.request.url.startswith(f"{BASE}/onboarding/") for c in responses.calls)
+    clustered = [c.request.url for c in responses.calls if "/onboarding/" in c.request.url]
+    assert [url.split("?")[0] for url in clustered] == [f"{BASE}/onboarding/_bulk_get"]
 
 
 @responses.activate

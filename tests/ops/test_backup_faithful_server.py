@@ -240,7 +240,8 @@ def test_database_settings_are_backed_up_and_restored(
 def test_memory_is_bounded_by_bytes_with_attachments_of_several_megabytes(
     server: Server, couch: Couch, make_db: Callable[..., str], tmp_path: Path
 ) -> None:
-    """40 documents each with a 4 MB scan (160 MB, 215 MB in base64): a page of 1,000
+    """40 documents each with a 4 MB scan, 20 of them with a second leaf and its scan (240 MB,
+    320 MB in base64): a page of 1,000
     documents held whole (as before) needs well over 400 MB; the backup and the restore,
     run as the job runs them (`couchops` in its own process), stay under 200 MB (measured:
     94 MB and 115-125 MB on pouchdb-server and on the 3-node CouchDB; 970 MB for the backup
@@ -251,7 +252,12 @@ def test_memory_is_bounded_by_bytes_with_attachments_of_several_megabytes(
     for n in range(40):
         doc = onboarding_doc(f"u{n:04d}:identity", days_ago(1))
         doc["_attachments"] = {"scan.jpg": {"content_type": "image/jpeg", "data": encoded}}
-        bulk(couch, db, [doc])
+        bulk(couch, db, [doc], params={"w": 3})
+        if n % 2 == 0:
+            # Half of them in conflict, the other leaf with its own scan: the leaves of
+            # such documents are fetched in batches, bounded by bytes too.
+            branch = {**doc, "_rev": f"1-{n:032x}", "step": "conflict"}
+            bulk(couch, db, [branch], new_edits=False, params={"w": 3})
     env = {**server.env(), "BACKUP_DIR": str(tmp_path / "backups"), "GDPR_MAX_AGE_DAYS": "30"}
 
     peak_backup = _peak_rss_mb(["backup", "--database", db], env)
