@@ -6,8 +6,10 @@
 Seeds USERS users of realistic onboarding documents (several per user, some with attachments,
 a share older than 30 days) in one database, then times, in the same run and on the same data:
 
-- backup:  couchops (documents AND attachments) vs `couchbackup` (npm, no attachments);
-- restore: couchops vs `couchrestore` (npm), each into an empty database;
+- backup:  couchops vs `couchbackup --attachments` (npm), both with every leaf revision
+           (a share of the documents has a conflict) and the attachments;
+- restore: couchops vs `couchrestore --attachments` (npm), each into an empty database, the
+           leaves restored counted on both sides against the source's;
 - purge:   couchops (find + decide + purge everything older than 30 days) vs the raw `_purge`
            API given the precomputed id/revision list (100 ids a request, 8 in flight), each
            on its own copy restored from the same backup;
@@ -45,7 +47,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from couchops.backup import BackupRetention, backup, restore  # noqa: E402
+from couchops.backup import BackupRetention, backup, copy_path, restore  # noqa: E402
 from couchops.consolidate import consolidate  # noqa: E402
 from couchops.couch import Couch, db_path  # noqa: E402
 from couchops.log import configure  # noqa: E402
@@ -226,6 +228,12 @@ class Bench:
             < now - timedelta(days=30)
         )
         self.attachments = sum(1 for d in docs if "_attachments" in d)
+        conflicting = [
+            {**doc, "_rev": f"1-{rng.getrandbits(128):032x}", "step": "conflict"}
+            for doc in docs
+            if rng.random() < a.conflict_share
+        ]
+        self._parallel_bulk(DB, conflicting, new_edits=False)
         wait_count(self.couch, DB, self.total)
         if self.is_couchdb:
             # As in production, where cluster-setup created them (and set the purge history
@@ -235,15 +243,31 @@ class Bench:
             for spec in purge_index_specs("createdAt", partitioned=True):
                 self.couch.post(f"{db_path(DB)}/_index", spec)
             refresh_indexes(self.couch, DB, partitioned=True)
+        self.leaves = self.count_leaves(DB)  # design documents included, as the restores count
         self.report(
             "seed",
             f"{self.total} docs ({a.users} users, {self.old} older than 30 days, "
-            f"{self.attachments} with attachments) in {seconds:.1f}s",
+            f"{self.attachments} with attachments, {self.leaves - self.total} conflicts) "
+            f"in {seconds:.1f}s",
             documents=self.total,
+            leaves=self.leaves,
             old=self.old,
             attachments=self.attachments,
             seconds=seconds,
         )
+
+    def count_leaves(self, db: str) -> int:
+        """Every document's live leaves (winner and conflicts), read in pages of `_all_docs`."""
+        total, start = 0, None
+        while True:
+            params: dict[str, Any] = {"include_docs": True, "conflicts": True, "limit": 5000}
+            if start is not None:
+                params.update(startkey=start, skip=1)
+            rows = self.couch.get(f"{db_path(db)}/_all_docs", params=params)["rows"]
+            total += sum(1 + len(r["doc"].get("_conflicts", [])) for r in rows)
+            if len(rows) < 5000:
+                return total
+            start = rows[-1]["id"]
 
     def _parallel_bulk(self, db: str, docs: list[dict[str, Any]], new_edits: bool = True) -> None:
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -288,45 +312,73 @@ class Bench:
     def _couchbackup(self) -> tuple[float, str | None]:
         self.settle()
         with self.couchbackup_file.open("wb") as sink:
-            return self._npm_tool(["couchbackup", "--db", DB], stdout=sink)
+            return self._npm_tool(["couchbackup", "--db", DB, "--attachments"], stdout=sink)
 
-    def _couchops_restore(self, round_: int) -> float:
+    def every_copy_holds(self, db: str, documents: int, started: float) -> float:
+        """Seconds from `started` until every copy of every shard range of `db` counts its
+        share of `documents` (on pouchdb-server, which has one copy: at once). A restore
+        answered at the quorum (2 of 3 copies) ends before the third copy has caught up; the
+        database is whole again only when every copy is."""
+        if not self.is_couchdb:
+            return time.monotonic() - started
+        deadline = time.monotonic() + 600
+        while True:
+            # The moment the copies are asked: the answers' own latency does not count.
+            asked = time.monotonic()
+            counts: dict[str, int] = {}
+            for client, path in self._all_copies(db):
+                node = path.split("/")[2]
+                counts[node] = counts.get(node, 0) + int(client.get(path)["doc_count"])
+            if (counts and all(n == documents for n in counts.values())) or (
+                time.monotonic() > deadline
+            ):
+                return asked - started
+            time.sleep(0.1)
+
+    def _all_copies(self, db: str) -> list[tuple[Couch, str]]:
+        shard_map = self.couch.get(f"/_node/_local/_dbs{db_path(db)}")
+        return [
+            (self.couch.node_client(node) or self.couch, copy_path(node, shard, db, shard_map))
+            for shard, nodes in sorted(shard_map["by_range"].items())
+            for node in nodes
+        ]
+
+    def _couchops_restore(self, round_: int) -> tuple[float, float, int]:
+        """Into an empty database created beforehand, as couchrestore's is."""
         target = f"bench-restore-couchops-{round_}"
         self.drop(target)
+        create_db(self.couch, target, self.is_couchdb)
         self.created.append(target)
         self.settle()
-        seconds, _ = timed(
-            lambda: restore(
-                self.couch,
-                self.backup_path,
-                mapping={DB: target},
-                concurrency=self.args.concurrency,
-            )
+        started = time.monotonic()
+        restore(
+            self.couch, self.backup_path, mapping={DB: target}, concurrency=self.args.concurrency
         )
+        answered = time.monotonic() - started
+        whole = self.every_copy_holds(target, self.backup_totals["documents"], started)
+        leaves = self.count_leaves(target)
         # Dropped at once: the restored copy's index builds must not weigh on the next run.
         self.drop(target)
-        return float(seconds)
+        return answered, whole, leaves
 
-    def _couchrestore(self, round_: int) -> tuple[float, str | None]:
+    def _couchrestore(self, round_: int) -> tuple[float, float, str | None, int]:
         target = f"bench-restore-couchrestore-{round_}"
         create_db(self.couch, target, self.is_couchdb)
         self.created.append(target)
-        stripped = self.work / "couchbackup-stubs-removed.txt"
-        if not stripped.exists():
-            # couchrestore refuses its own backup of documents with attachments (the stubs
-            # point at nothing: 412 missing_stub), so it restores them without attachments.
-            with self.couchbackup_file.open("rb") as source, stripped.open("wb") as sink:
-                for line in source:
-                    batch = json.loads(line)
-                    if isinstance(batch, list):
-                        for doc in batch:
-                            doc.pop("_attachments", None)
-                    sink.write(json.dumps(batch).encode() + b"\n")
         self.settle()
-        with stripped.open("rb") as source:
-            done = self._npm_tool(["couchrestore", "--db", target], stdin=source)
+        started = time.monotonic()
+        with self.couchbackup_file.open("rb") as source:
+            answered, error = self._npm_tool(
+                ["couchrestore", "--db", target, "--attachments"], stdin=source
+            )
+        whole = (
+            self.every_copy_holds(target, self.backup_totals["documents"], started)
+            if error is None
+            else 0.0
+        )
+        leaves = self.count_leaves(target) if error is None else 0
         self.drop(target)
-        return done
+        return answered, whole, error, leaves
 
     def backups(self) -> None:
         """Each tool in turn, `--rounds` times, medians compared: the machine's load moves."""
@@ -345,7 +397,8 @@ class Bench:
         self.report(
             "backup.couchops",
             f"{rate:,.0f} docs/s (median of {len(ours)}: {totals['documents']} docs, "
-            f"{totals['attachments']} attachments, {totals['bytes'] / 1e6:.1f} MB; runs "
+            f"{totals['leaves']} leaves, {totals['attachments']} attachments, "
+            f"{totals['bytes'] / 1e6:.1f} MB; runs "
             f"{', '.join(f'{x:.1f}s' for x in ours)})",
             docs_per_second=rate,
             seconds=ours,
@@ -358,38 +411,59 @@ class Bench:
             base = self.total / statistics.median(theirs)
             self.report(
                 "backup.couchbackup",
-                f"{base:,.0f} docs/s (median of {len(theirs)}, attachments NOT included; runs "
+                f"{base:,.0f} docs/s (median of {len(theirs)}, --attachments, every leaf; runs "
                 f"{', '.join(f'{x:.1f}s' for x in theirs)}) -> couchops x{rate / base:.2f}",
                 docs_per_second=base,
                 seconds=theirs,
                 ratio=rate / base,
             )
         ours, theirs = [], []
+        ours_leaves: set[int] = set()
+        theirs_leaves: set[int] = set()
+        ours_answered: list[float] = []
+        theirs_answered: list[float] = []
         for round_ in range(self.args.rounds):
-            ours.append(self._couchops_restore(round_))
+            answered, whole, leaves = self._couchops_restore(round_)
+            ours.append(whole)
+            ours_answered.append(answered)
+            ours_leaves.add(leaves)
             if not error:
-                seconds, error = self._couchrestore(round_)
+                answered, whole, error, leaves = self._couchrestore(round_)
                 if not error:
-                    theirs.append(seconds)
-        rate = self.total / statistics.median(ours)
+                    theirs.append(whole)
+                    theirs_answered.append(answered)
+                    theirs_leaves.add(leaves)
+        documents = self.backup_totals["documents"]
+        rate = documents / statistics.median(ours)
         self.report(
             "restore.couchops",
-            f"{rate:,.0f} docs/s (median of {len(ours)}, attachments included, counts "
-            f"verified; runs {', '.join(f'{x:.1f}s' for x in ours)})",
+            f"{rate:,.0f} docs/s (median of {len(ours)}, attachments included, leaves restored "
+            f"{'/'.join(map(str, sorted(ours_leaves)))} of {self.leaves}; every copy whole "
+            f"after {', '.join(f'{x:.1f}s' for x in ours)}; answered after "
+            f"{', '.join(f'{x:.1f}s' for x in ours_answered)})",
             docs_per_second=rate,
             seconds=ours,
+            answered_seconds=ours_answered,
+            leaves=sorted(ours_leaves),
         )
         if error:
             self.report("restore.couchrestore", f"failed: {error}", error=error)
             return
-        base = self.total / statistics.median(theirs)
+        base = documents / statistics.median(theirs)
+        answered_ratio = statistics.median(theirs_answered) / statistics.median(ours_answered)
         self.report(
             "restore.couchrestore",
-            f"{base:,.0f} docs/s (median of {len(theirs)}, attachments NOT included; runs "
-            f"{', '.join(f'{x:.1f}s' for x in theirs)}) -> couchops x{rate / base:.2f}",
+            f"{base:,.0f} docs/s (median of {len(theirs)}, --attachments, leaves restored "
+            f"{'/'.join(map(str, sorted(theirs_leaves)))} of {self.leaves}; every copy whole "
+            f"after {', '.join(f'{x:.1f}s' for x in theirs)}; answered after "
+            f"{', '.join(f'{x:.1f}s' for x in theirs_answered)}) -> couchops x{rate / base:.2f} "
+            f"to every copy whole, x{answered_ratio:.2f} to the last answer",
             docs_per_second=base,
             seconds=theirs,
+            answered_seconds=theirs_answered,
+            leaves=sorted(theirs_leaves),
             ratio=rate / base,
+            answered_ratio=answered_ratio,
         )
 
     # --- purge ---------------------------------------------------------------------------
@@ -612,6 +686,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--attachment-share", type=float, default=0.2, help="share of users with a scanned document"
+    )
+    parser.add_argument(
+        "--conflict-share", type=float, default=0.03, help="share of documents with a conflict"
     )
     parser.add_argument(
         "--sources", type=int, default=2_000, help="legacy userdb databases to consolidate"
