@@ -39,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -211,6 +211,14 @@ class Rehearsal:
             user["_rev"] = found.json()["_rev"]
         self.couch("PUT", f"/_users/org.couchdb.user:{app['username']}", json=user)
         return "database and app user created directly (pouchdb-server has no _membership)"
+
+    def require_absent(self) -> None:
+        if self.couch("GET", f"/{self.database}").status_code != 404:
+            raise RehearsalFailed(
+                f"database {self.database} already exists on {self.args.couchdb_url}: the "
+                "rehearsal writes its own data there and loses it; use a server without it "
+                "(or drop it first)"
+            )
 
     def partitioned(self) -> bool:
         return bool(
@@ -402,13 +410,19 @@ def rpo(project: Path, backup_seconds: float) -> dict[str, Any]:
     }
 
 
-def rehearse(args: argparse.Namespace, progress: Callable[[str], None] = log) -> dict[str, Any]:
+def new_identity(work: Path) -> tuple[Any, Path]:
+    """The rehearsal's operations key: backups are encrypted to its public half."""
+    identity = x25519.Identity.generate()
+    path = work / "ops.key"
+    path.write_text(f"{identity}\n")
+    path.chmod(0o600)
+    return identity, path
+
+
+def rehearse(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    identity = x25519.Identity.generate()
-    identity_file = work / "ops.key"
-    identity_file.write_text(f"{identity}\n")
-    identity_file.chmod(0o600)
+    identity, identity_file = new_identity(work)
     project = copy_project(work, args, str(identity.to_public()))
     env = pulumi_env(work, args.kubeconfig)
     admin = (args.admin_user, read(args.admin_password_file))
@@ -424,11 +438,7 @@ def rehearse(args: argparse.Namespace, progress: Callable[[str], None] = log) ->
     app = r.secret("couchdb-app")
     r.provider_secret()
     r.database = r.job_env("Job", "cluster-setup")["COUCHDB_DATABASE"]
-    if r.couch("GET", f"/{r.database}").status_code != 404:
-        raise RehearsalFailed(
-            f"database {r.database} already exists on {args.couchdb_url}: the rehearsal writes "
-            "its own data there and loses it; use a server without it (or drop it first)"
-        )
+    r.require_absent()
     setup_how = r.set_up(app)
     with t.step("before: the app user writes the prospects' data"):
         documents, attachments = r.write_prospects(app)
