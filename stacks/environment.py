@@ -183,6 +183,11 @@ def build_environment(
         ),
         opts=in_namespace,
     )
+    if settings.backup.object_storage is None:
+        pulumi.log.warn(
+            f"onboarding:backup.objectStorage is not set: the backups of {env} stay on a volume "
+            "of the same cluster, and a lost cluster loses them (docs/offsite-backups.md)"
+        )
     if couchdb.key_escrow is not None:
         # Taken with `pulumi stack output keyEscrow --show-secrets`, opened with `age -d`.
         pulumi.export("keyEscrow", couchdb.key_escrow)

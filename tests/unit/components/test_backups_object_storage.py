@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pyrage import x25519  # type: ignore[import-untyped]
 
-from tests.unit.harness import Recorded, by_kind, one, raw_stack, run_program
+from tests.unit.harness import Recorded, by_kind, one, raw_stack, run_program, run_stack
 from tests.unit.netpol import Pod, Policies, pod_templates
 
 RECIPIENTS = [str(x25519.Identity.generate().to_public()) for _ in range(2)]
@@ -157,3 +157,11 @@ def test_without_a_local_copy_the_weekly_drill_checks_the_off_site_one_without_i
     # The bucket, never the key: the cluster cannot read what it checks.
     assert "BACKUP_AGE_IDENTITY_FILE" not in env
     assert "BACKUP_AGE_RECIPIENTS" not in env
+
+
+def test_a_stack_without_off_site_copies_is_warned_at_every_run() -> None:
+    without = run_stack("prod").warnings
+    backup = {**raw_stack("prod")["backup"], "objectStorage": STORAGE}
+    with_storage_set = run_stack("prod", {"onboarding:backup": backup}).warnings
+    assert any("onboarding:backup.objectStorage is not set" in w for w in without)
+    assert not any("objectStorage" in w for w in with_storage_set)
