@@ -121,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "restore",
-        help="restore a backup into absent or empty databases",
-        description="Restore databases from a backup; a target that holds anything is refused.",
+        help="restore a backup into absent or empty databases (resumable)",
+        description="Restore databases from a backup, every leaf revision and the database's "
+        "settings, into absent or empty databases (or as cluster-setup leaves them); a "
+        "restore killed midway, run again, goes on from its checkpoint.",
     )
     _common(p)
     p.add_argument(
