@@ -12,7 +12,8 @@ and NetworkPolicy enforcement (no CNI: the policies are only validated and store
 
 The real CLI runs on a copy of the program with a throwaway local backend, KUBECONFIG set and
 ONBOARDING_RENDER unset: prod, then preprod on the same nodes (prod owns the node patches),
-then a no-change preview, then `pulumi destroy` of preprod.
+then a no-change preview, then `pulumi destroy` of preprod: refused (protected keys and data),
+then done deliberately after `pulumi state unprotect --all`.
 
 Skipped, with the reason, only when the kube binaries (scripts/bootstrap-kube.sh), the Pulumi
 toolchain (scripts/bootstrap-toolchain.sh) or the virtualenv are not there.
@@ -530,6 +531,13 @@ def test_destroying_preprod_leaves_prod_and_the_nodes_alone(
     preprod = [(r, live_path(cluster, r, discovery)) for r in state_resources(project, "preprod")]
     prod_ns = deployed["prod"].namespace
     prod_pods_before = {p["metadata"]["uid"] for p in pods(cluster, prod_ns)}
+    # The keys and the data are protected: a plain destroy is refused before it deletes
+    # anything; a deliberate one unprotects first (runbooks/state-safety.md).
+    refused = pulumi(project, "destroy", "--yes", "--stack", "preprod", check=False)
+    assert refused.returncode != 0
+    assert "protected" in refused.stdout + refused.stderr
+    assert couchdb_statefulset(cluster, deployed["preprod"].namespace)  # nothing deleted
+    pulumi(project, "state", "unprotect", "--all", "--yes", "--stack", "preprod")
     start = time.monotonic()
     pulumi(project, "destroy", "--yes", "--stack", "preprod")
     print(f"[deploy] pulumi destroy --stack preprod: {time.monotonic() - start:.1f}s")
