@@ -343,11 +343,11 @@ def fetch_many_leaves(
     changes = []
     for doc, revs in wanted:
         leaves = found.get(str(doc["_id"]), [])
-        if {leaf.get("_rev") for leaf in leaves} != set(revs):
-            leaves = fetch_leaves(couch, fallback, str(doc["_id"]))
-        changes.append(
-            Change(doc, sorted(leaves, key=lambda leaf: revision_order(str(leaf.get("_rev", "")))))
-        )
+        if {leaf.get("_rev") for leaf in leaves} == set(revs):
+            leaves = sorted(leaves, key=lambda leaf: revision_order(str(leaf.get("_rev", ""))))
+        else:
+            leaves = fetch_leaves(couch, fallback, str(doc["_id"]))  # in revision order
+        changes.append(Change(doc, leaves))
     return changes
 
 

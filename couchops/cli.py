@@ -370,15 +370,15 @@ def _backup(args: argparse.Namespace, settings: Settings) -> Counts:
 def _backup_expire(args: argparse.Namespace, settings: Settings) -> Counts:
     backup_dir = settings.require_backup_dir()
     storage = offsite.configured(os.environ)
-    now = datetime.now(UTC)
-    deleted = expire_backups(backup_dir, settings.backup_retention(), now=now)
+    retention, now = settings.backup_retention(), datetime.now(UTC)
+    deleted = expire_backups(backup_dir, retention, now=now)
     counts: Counts = {
         "expired_deleted": len(deleted),
         "backups_kept": len(list_backups(backup_dir)),
     }
     if storage is not None:
         # Needs no key: the off-site copies expire on the same budget as the local ones.
-        gone = offsite.expire_remote_backups(storage, settings.backup_retention(), now=now)
+        gone = offsite.expire_remote_backups(storage, retention, now=now)
         counts["offsite_expired_deleted"] = len(gone)
         counts["offsite_backups_kept"] = len(offsite.list_remote_backups(storage))
     return counts

@@ -1206,8 +1206,8 @@ def check_remote_backup(storage: ObjectStorage, reference: str = "latest") -> Re
     of a backup the cluster cannot read. `VerificationError` names the first that differs."""
     client = storage.client()
     remote = _resolve(client, storage, reference)
+    fetch = _Fetch(client, storage, remote, (), Path())
     for obj in remote.objects:
-        fetch = _Fetch(client, storage, remote, (), Path())
         body = fetch.body(obj)
         reader = _HashingReader(body)
         with _talking(storage, f"reading {fetch.where(obj)}"):

@@ -209,6 +209,14 @@ def _check_endpoint(value: str) -> str:
     return value.rstrip("/")
 
 
+def _check_french_region(value: str) -> str:
+    if value not in FRENCH_REGIONS:
+        raise ValueError(
+            f"region '{value}' is outside France (allowed: {', '.join(sorted(FRENCH_REGIONS))})"
+        )
+    return value
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -223,6 +231,7 @@ Image = Annotated[str, AfterValidator(_check_image)]
 DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
 Cron = Annotated[str, AfterValidator(_check_cron)]
 TimeZone = Annotated[str, AfterValidator(_check_time_zone)]
+FrenchRegion = Annotated[str, AfterValidator(_check_french_region)]
 RetentionDays = Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS)]
 AgeRecipient = Annotated[str, AfterValidator(_check_age_recipient)]
 
@@ -287,17 +296,8 @@ class ResourceSettings(_Model):
 
 class NodeSettings(_Model):
     name: Annotated[str, Field(pattern=_DNS_SUBDOMAIN.pattern)]
-    region: str
+    region: FrenchRegion
     zone: DnsLabel
-
-    @field_validator("region")
-    @classmethod
-    def _french_region(cls, value: str) -> str:
-        if value not in FRENCH_REGIONS:
-            raise ValueError(
-                f"region '{value}' is outside France (allowed: {', '.join(sorted(FRENCH_REGIONS))})"
-            )
-        return value
 
 
 class NodePoolSettings(_Model):
@@ -390,7 +390,8 @@ class ObjectStorageSettings(_Model):
 
     endpoint: Annotated[str, AfterValidator(_check_endpoint)]
     bucket: Annotated[str, AfterValidator(_check_bucket)]
-    region: str
+    # The copies hold customer data, encrypted or not: they stay in France too.
+    region: FrenchRegion
     # Every object's key starts with it; unset, `<environment>/` (see `key_prefix`).
     prefix: str | None = None
     credentials_secret: Annotated[str, Field(pattern=_DNS_SUBDOMAIN.pattern, max_length=253)]
@@ -414,16 +415,6 @@ class ObjectStorageSettings(_Model):
                     "backup.objectStorage.credentialsSecret)",
                 )
         return data
-
-    @field_validator("region")
-    @classmethod
-    def _french_region(cls, value: str) -> str:
-        # The copies hold customer data, encrypted or not: they stay in France too.
-        if value not in FRENCH_REGIONS:
-            raise ValueError(
-                f"region '{value}' is outside France (allowed: {', '.join(sorted(FRENCH_REGIONS))})"
-            )
-        return value
 
     @field_validator("prefix")
     @classmethod
