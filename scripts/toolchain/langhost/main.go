@@ -6,6 +6,9 @@
 //     stack config in PULUMI_CONFIG / PULUMI_CONFIG_SECRET_KEYS, as the upstream host does;
 //   - GetRequiredPlugins / GetRequiredPackages: reads the `pulumi-plugin.json` files that the
 //     provider SDKs install into the virtualenv's site-packages;
+//   - RunPlugin: runs a Python plugin directory, e.g. a policy pack given to
+//     `pulumi preview --policy-pack DIR` (PulumiPolicy.yaml + __main__.py), with the virtualenv
+//     its own runtime options name;
 //   - GetPluginInfo, About, GetProgramDependencies.
 //
 // Everything else answers Unimplemented, which the CLI treats as "not supported".
@@ -27,6 +30,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
@@ -266,6 +270,87 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 }
 
 var runBail = pulumirpc.RunResponse{Bail: true}
+
+// RunPlugin runs a plugin written in Python. The CLI asks for it to start a policy pack
+// (kind "analyzer": a directory with PulumiPolicy.yaml and __main__.py, `--policy-pack DIR`),
+// and a Python resource provider (a directory with PulumiPlugin.yaml). As upstream's host does,
+// it runs `<python> -u <plugin directory> <args...>`: Python executes the directory's
+// __main__.py, which serves gRPC and prints its port on the first stdout line. The interpreter
+// is the virtualenv named in the plugin's own runtime options, relative to the plugin directory
+// (PulumiPolicy.yaml `runtime.options.virtualenv`), else the one pythonCommand finds.
+// The plugin's output is streamed back as it comes; a non-zero exit is reported as an exit code.
+func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest,
+	server grpc.ServerStreamingServer[pulumirpc.RunPluginResponse],
+) error {
+	info := req.GetInfo()
+	dir := req.GetProgram()
+	if info != nil && info.GetProgramDirectory() != "" {
+		dir = info.GetProgramDirectory()
+	}
+	if dir == "" {
+		return status.Error(codes.InvalidArgument, "RunPlugin: no plugin directory given")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "__main__.py")); err != nil {
+		return status.Errorf(codes.FailedPrecondition,
+			"RunPlugin: %s has no __main__.py (a Python plugin runs from its directory's __main__.py)", dir)
+	}
+	python, envAdd, err := pythonCommand(info)
+	if err != nil {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+
+	env := req.GetEnv()
+	if len(env) == 0 {
+		env = os.Environ()
+	}
+	args := append([]string{"-u", dir}, req.GetArgs()...)
+	// The plugin lives as long as the CLI's stream: cancelling it kills the interpreter.
+	cmd := exec.CommandContext(server.Context(), python, args...)
+	cmd.Dir = req.GetPwd()
+	cmd.Env = replaceEnv(env, append(envAdd, "PYTHONUNBUFFERED=1"))
+	// exec copies each stream from its own goroutine; a gRPC stream takes one sender at a time.
+	var sendMu sync.Mutex
+	cmd.Stdout = &streamWriter{mu: &sendMu, send: func(b []byte) error {
+		return server.Send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stdout{Stdout: b}})
+	}}
+	cmd.Stderr = &streamWriter{mu: &sendMu, send: func(b []byte) error {
+		return server.Send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stderr{Stderr: b}})
+	}}
+	// Run returns once both streams are copied: the output goes out before the exit code.
+	runErr := cmd.Run()
+	if runErr == nil {
+		return nil
+	}
+	var exitErr *exec.ExitError
+	if errors.As(runErr, &exitErr) {
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok {
+			code := int32(ws.ExitStatus()) //nolint:gosec // an exit status fits in 8 bits
+			if ws.Signaled() {
+				code = 128 + int32(ws.Signal())
+			}
+			return server.Send(&pulumirpc.RunPluginResponse{
+				Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: code},
+			})
+		}
+	}
+	return fmt.Errorf("running the Python plugin in %s: %w", dir, runErr)
+}
+
+// streamWriter sends each chunk of a plugin's output as one RunPluginResponse.
+type streamWriter struct {
+	mu   *sync.Mutex
+	send func([]byte) error
+}
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// gRPC may keep the slice until the message is marshalled; exec reuses its buffer.
+	if err := w.send(append([]byte(nil), p...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
 
 // pluginJSON is the file a provider SDK installs next to its Python package.
 type pluginJSON struct {
