@@ -14,9 +14,10 @@
 #                                module scripts/kube/etcd (go.sum committed)
 #   kwok, kwokctl                sigs.k8s.io/kwok v$KWOK_VERSION (`go install` as is)
 #   kubectl (on request)         k8s.io/kubernetes v$KUBE_VERSION, same wrapper module
-# and ../crds/prometheus-operator-v$PROMETHEUS_OPERATOR_VERSION/*.yaml: the monitoring.coreos.com
-# CRDs from github.com/prometheus-operator/prometheus-operator's module zip (the bin dir's
-# sibling; scripts/kube-up.sh installs them).
+# and ../crds/<set>-v<version>/*.yaml (the bin dir's sibling; scripts/kube-up.sh installs them),
+# each copied from a Go module zip: monitoring.coreos.com (prometheus-operator), the Gateway API
+# standard channel (sigs.k8s.io/gateway-api), gateway.envoyproxy.io (envoyproxy/gateway) and
+# cert-manager.io (cert-manager/cert-manager).
 #
 # All are static (CGO_ENABLED=0), -trimpath, stripped, and carry their version ldflags
 # (`kube-apiserver --version` says Kubernetes v$KUBE_VERSION). Idempotent: each artefact has a
@@ -38,6 +39,14 @@ KWOK_VERSION=0.8.0
 # ServiceMonitor), read from the operator's module zip (example/prometheus-operator-crd/);
 # v0.85.0 is the only version of that module the proxy serves.
 PROMETHEUS_OPERATOR_VERSION=0.85.0
+# The edge's kinds: Gateway API's standard channel (GatewayClass, Gateway, HTTPRoute, ...) at
+# the version Envoy Gateway's go.mod pins (v1.7.0, the newest, asks for Go 1.27), Envoy
+# Gateway's policy kinds (ClientTrafficPolicy, BackendTrafficPolicy, SecurityPolicy), and
+# cert-manager's (Certificate, Issuer, ClusterIssuer, CertificateRequest): each read from its
+# module zip, the newest version the proxy serves.
+GATEWAY_API_VERSION=1.6.1
+ENVOY_GATEWAY_VERSION=1.9.1
+CERT_MANAGER_VERSION=1.21.2
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RECIPES="$HERE/kube"
@@ -150,20 +159,49 @@ build_kwok() {
 	done
 }
 
-build_crds() {
-	local module="github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION"
-	local dest="$PREFIX/crds/prometheus-operator-v$PROMETHEUS_OPERATOR_VERSION" dir f
-	if [ -f "$dest/.complete" ]; then log "crds: up to date"; return; fi
-	log "crds: monitoring.coreos.com CRDs from $module"
+crd_set() { # dest-name module dir-in-zip file-glob...: copy a module zip's CRD files
+	local name=$1 module=$2 sub=$3 dir f n=0
+	shift 3
+	local dest="$PREFIX/crds/$name"
+	# the stamp is the module and the file list: changing either copies again
+	if [ -f "$dest/.complete" ] && [ "$(cat "$dest/.complete")" = "$module $sub $*" ]; then
+		log "crds: $name up to date"
+		return
+	fi
+	log "crds: $name from $module ($sub)"
 	dir=$(go mod download -json "$module" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-	[ -d "$dir/example/prometheus-operator-crd" ] ||
-		die "go mod download $module gave no example/prometheus-operator-crd/ (is GOPROXY reachable?)"
+	[ -d "$dir/$sub" ] || die "go mod download $module gave no $sub/ (is GOPROXY reachable?)"
 	rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
-	for f in podmonitors probes prometheusrules servicemonitors; do
-		cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$f.yaml" "$dest.tmp/"
+	for f in "$@"; do
+		[ -f "$dir/$sub/$f" ] || die "$module has no $sub/$f"
+		cp "$dir/$sub/$f" "$dest.tmp/" && n=$((n + 1))
 	done
-	chmod -R u+w "$dest.tmp" && touch "$dest.tmp/.complete"
+	chmod -R u+w "$dest.tmp" && printf '%s\n' "$module $sub $*" >"$dest.tmp/.complete"
 	rm -rf "$dest" && mv "$dest.tmp" "$dest"
+	log "crds: $name: $n files"
+}
+
+# $PREFIX/crds/<set>/*.yaml; scripts/kube-up.sh installs every set listed by crd_dirs
+build_crds() {
+	local f
+	crd_set "prometheus-operator-v$PROMETHEUS_OPERATOR_VERSION" \
+		"github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION" \
+		example/prometheus-operator-crd \
+		$(for f in podmonitors probes prometheusrules servicemonitors; do echo "monitoring.coreos.com_$f.yaml"; done)
+	# the standard channel's CRDs (not its ValidatingAdmissionPolicy, vap_safeupgrades)
+	crd_set "gateway-api-v$GATEWAY_API_VERSION" "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION" \
+		config/crd/standard \
+		$(for f in gatewayclasses gateways httproutes grpcroutes referencegrants backendtlspolicies; do
+			echo "gateway.networking.k8s.io_$f.yaml"
+		done)
+	crd_set "envoy-gateway-v$ENVOY_GATEWAY_VERSION" "github.com/envoyproxy/gateway@v$ENVOY_GATEWAY_VERSION" \
+		charts/gateway-helm/charts/crds/crds/generated \
+		$(for f in clienttrafficpolicies backendtrafficpolicies securitypolicies; do
+			echo "gateway.envoyproxy.io_$f.yaml"
+		done)
+	crd_set "cert-manager-v$CERT_MANAGER_VERSION" "github.com/cert-manager/cert-manager@v$CERT_MANAGER_VERSION" \
+		deploy/crds \
+		$(for f in certificates certificaterequests issuers clusterissuers; do echo "cert-manager.io_$f.yaml"; done)
 }
 
 # ---------------------------------------------------------------------------------------------

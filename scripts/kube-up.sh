@@ -15,8 +15,9 @@
 #     without the pool label and taint: the prod stack's NodePatch resources add those;
 #     32 CPU / 128Gi / 110 pods allocatable each, room for both stacks;
 #   - a default StorageClass served by a stand-in provisioner, the `nginx` IngressClass with a
-#     stand-in for ingress-nginx's status update, and the Prometheus Operator CRDs (PodMonitor,
-#     Probe, PrometheusRule, ServiceMonitor) of v0.85.0.
+#     stand-in for ingress-nginx's status update, and the CRDs of the Prometheus Operator
+#     (PodMonitor, Probe, PrometheusRule, ServiceMonitor), of the Gateway API standard channel,
+#     of Envoy Gateway's policies and of cert-manager (versions in scripts/bootstrap-kube.sh).
 #
 # Everything lives in ${ONBOARDING_KUBE_HOME:-$HOME/.cache/onboarding-kube}/<name>/ (kwokctl's
 # workdir, logs, the kubeconfig), never in the repository, and never in ~/.kube/config (which
@@ -46,7 +47,14 @@ start_all=$SECONDS
 start=$SECONDS
 BIN=$(scripts/bootstrap-kube.sh | tail -1) || die "scripts/bootstrap-kube.sh failed"
 KUBE_VERSION=$(sed -n 's/^KUBE_VERSION=//p' scripts/bootstrap-kube.sh)
-CRDS=$(cd "$BIN/../crds/prometheus-operator-v$(sed -n 's/^PROMETHEUS_OPERATOR_VERSION=//p' scripts/bootstrap-kube.sh)" && pwd)
+# one --crds per CRD set bootstrap-kube.sh copied (<set>-v<its version variable>)
+CRD_ARGS=()
+for set in prometheus-operator:PROMETHEUS_OPERATOR_VERSION gateway-api:GATEWAY_API_VERSION \
+	envoy-gateway:ENVOY_GATEWAY_VERSION cert-manager:CERT_MANAGER_VERSION; do
+	dir="$BIN/../crds/${set%%:*}-v$(sed -n "s/^${set#*:}=//p" scripts/bootstrap-kube.sh)"
+	[ -f "$dir/.complete" ] || die "no CRD set $dir (scripts/bootstrap-kube.sh crds)"
+	CRD_ARGS+=(--crds "$(cd "$dir" && pwd)")
+done
 log "binaries ready in $BIN ($((SECONDS - start))s)"
 
 mkdir -p "$STATE/home"
@@ -120,7 +128,7 @@ log "control plane up in $((SECONDS - start))s"
 
 start=$SECONDS
 "$PYTHON" scripts/kube/cluster-addons.py install --kubeconfig "$KUBECONFIG_FILE" \
-	--stack-file Pulumi.prod.yaml --crds "$CRDS" >&2 || die "installing the cluster add-ons failed"
+	--stack-file Pulumi.prod.yaml "${CRD_ARGS[@]}" >&2 || die "installing the cluster add-ons failed"
 nohup "$PYTHON" scripts/kube/cluster-addons.py run --kubeconfig "$KUBECONFIG_FILE" \
 	>"$STATE/cluster-addons.log" 2>&1 &
 echo $! >"$ADDONS_PID"

@@ -4,7 +4,8 @@ hosting provider's cluster to the Pulumi program (scripts/kube-up.sh runs both c
   install   the 5 dedicated nodes (fake, managed by kwok) named in the prod stack file, with
             their region and zone labels but WITHOUT the pool label and taint (the prod stack's
             NodePatch resources add those); a default StorageClass; the `nginx` IngressClass;
-            the Prometheus Operator CRDs the Monitoring component uses.
+            the CRDs of the kinds the program creates (Prometheus Operator, Gateway API,
+            Envoy Gateway policies, cert-manager): every *.yaml of each --crds directory.
   run       two stand-in controllers, polling every second, for what the real cluster runs:
             - a volume provisioner for that StorageClass (what the provider's CSI driver does):
               a claim the scheduler has picked a node for gets a `local` PersistentVolume on
@@ -17,7 +18,7 @@ Nothing here creates, edits or admits a pod: scheduling, admission and pod statu
 scheduler's, the real API server's and kwok's.
 
     python scripts/kube/cluster-addons.py install --kubeconfig K --stack-file Pulumi.prod.yaml \
-        --crds DIR
+        --crds DIR [--crds DIR ...]
     python scripts/kube/cluster-addons.py run --kubeconfig K
 """
 
@@ -43,12 +44,6 @@ INGRESS_ADDRESS = "192.0.2.10"
 # Enough for both stacks at full scale on any one node (prod's quota is ~13.5 CPU / 32 GiB
 # in all, preprod's ~4 CPU / 6 GiB).
 NODE_ALLOCATABLE = {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}
-CRD_FILES = [
-    "monitoring.coreos.com_podmonitors.yaml",
-    "monitoring.coreos.com_probes.yaml",
-    "monitoring.coreos.com_prometheusrules.yaml",
-    "monitoring.coreos.com_servicemonitors.yaml",
-]
 
 
 def log(message: str) -> None:
@@ -104,7 +99,7 @@ def node_ready(api: KubeAPI, name: str) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def install(api: KubeAPI, stack_file: Path, crds: Path) -> None:
+def install(api: KubeAPI, stack_file: Path, crds: list[Path]) -> None:
     wait_for("the API server to be ready", lambda: api.get("/readyz").get("text") == "ok")
     wait_for(
         "the default ServiceAccount (controller-manager up)",
@@ -145,20 +140,32 @@ def install(api: KubeAPI, stack_file: Path, crds: Path) -> None:
     )
     log(f"StorageClass {STORAGE_CLASS} (default) and IngressClass {INGRESS_CLASS} applied")
 
-    for file in CRD_FILES:
-        crd = yaml.safe_load((crds / file).read_text())
-        name = crd["metadata"]["name"]
-        api.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", crd)
+    installed = 0
+    for directory in crds:
+        files = sorted(directory.glob("*.yaml"))
+        if not files:
+            raise SystemExit(f"no CRD files in {directory}")
+        for file in files:
+            install_crd(api, yaml.safe_load(file.read_text()))
+            installed += 1
+        log(f"{len(files)} CRDs established from {directory.name}")
+    log(f"{installed} CRDs established in all")
 
-        def established(n: str = name) -> bool:
-            status = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}")
-            return any(
-                c["type"] == "Established" and c["status"] == "True"
-                for c in (status.get("status") or {}).get("conditions") or []
-            )
 
-        wait_for(f"CRD {name} to be established", established)
-    log(f"{len(CRD_FILES)} Prometheus Operator CRDs established ({crds})")
+def install_crd(api: KubeAPI, crd: dict[str, Any]) -> None:
+    if crd.get("kind") != "CustomResourceDefinition":
+        raise SystemExit(f"not a CustomResourceDefinition: {crd.get('kind')}")
+    name = crd["metadata"]["name"]
+    api.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", crd)
+
+    def established() -> bool:
+        status = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        return any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in (status.get("status") or {}).get("conditions") or []
+        )
+
+    wait_for(f"CRD {name} to be established", established)
 
 
 def provision(api: KubeAPI) -> None:
@@ -272,7 +279,9 @@ def main() -> None:
     p_install = sub.add_parser("install")
     p_install.add_argument("--kubeconfig", required=True)
     p_install.add_argument("--stack-file", required=True, type=Path)
-    p_install.add_argument("--crds", required=True, type=Path)
+    p_install.add_argument(
+        "--crds", required=True, type=Path, action="append", help="a directory of CRD files"
+    )
     p_run = sub.add_parser("run")
     p_run.add_argument("--kubeconfig", required=True)
     args = parser.parse_args()
