@@ -2,7 +2,7 @@
 # Runs the real Pulumi CLI on the real program for each stack in render mode (no cluster), and
 # validates what it renders:
 #   1. the stack is created in the local file backend (.pulumi-state/) if it does not exist
-#   2. pulumi preview                  (timed)
+#   2. pulumi preview --policy-pack policies   (timed; the pack's rules: policies/README.md)
 #   3. pulumi up --yes                 (writes rendered/<stack>/; timed)
 #   4. every manifest validated: built-in kinds by kubernetes-validate --strict against the
 #      stack's onboarding:kubernetesVersion, custom resources (PodMonitor, Probe,
@@ -33,6 +33,8 @@ done
 [ -x .venv/bin/python ] || die ".venv is missing: run scripts/setup.sh (make setup) first"
 .venv/bin/python -c 'import kubernetes_validate' 2>/dev/null ||
 	die "kubernetes-validate is not installed in .venv (it is a dev dependency: make setup)"
+.venv/bin/python -c 'import pulumi_policy' 2>/dev/null ||
+	die "pulumi-policy (the policy pack's SDK) is not installed in .venv (a dev dependency: make setup)"
 
 scripts/bootstrap-toolchain.sh >/dev/null
 # shellcheck source=scripts/pulumi-env.sh
@@ -56,8 +58,9 @@ for stack in "${stacks[@]}"; do
 	fi
 
 	start=$SECONDS
-	run preview >"/tmp/preview-$stack.$$.log" 2>&1 ||
-		{ cat "/tmp/preview-$stack.$$.log" >&2; die "pulumi preview of $stack failed"; }
+	# With the policy pack (policies/): a violated rule fails the preview, named in its log.
+	run preview --policy-pack policies >"/tmp/preview-$stack.$$.log" 2>&1 ||
+		{ cat "/tmp/preview-$stack.$$.log" >&2; die "pulumi preview of $stack failed (or broke a policy, above)"; }
 	preview_s=$((SECONDS - start))
 	tail -n 12 "/tmp/preview-$stack.$$.log" >&2
 	say "$stack: preview took ${preview_s}s"
