@@ -17,6 +17,7 @@ from infra.settings import FRENCH_REGIONS
 from policies import pack, rules
 from policies.kube import UNKNOWN, kind_of
 from policies.rules import Resource
+from tests.unit.components.test_backups_object_storage import with_storage
 from tests.unit.harness import Recorded
 
 RESOURCE_RULES = [
@@ -143,3 +144,20 @@ def test_the_programs_purge_given_a_longer_retention_is_caught(prod: list[Record
         "PURGE_RETENTION_DAYS=45 (45 days): GDPR allows at most 30 days, and a retention "
         "must be positive"
     ]
+
+
+def test_the_programs_off_site_bucket_region_is_checked() -> None:
+    """With backup.objectStorage set, the jobs that reach the bucket pass with its French
+    region, and are caught when that region is not allowed."""
+    resources = _resources(with_storage("prod"))
+    assert violations(resources) == []
+    found = [
+        message
+        for r in resources
+        for message in rules.object_storage_in_allowed_regions(r.kind, r.props, {"fr-lyo"})
+    ]
+    assert sorted(found) == sorted(
+        f"CronJob onboarding-prod/{job}: container 'couchops' sets S3_REGION=fr-par, outside "
+        "the allowed regions (fr-lyo): data would leave France"
+        for job in ("couchops-backup", "couchops-backup-expire")
+    )
