@@ -15,8 +15,10 @@
 # scripts/toolchain/README.md for the details and the versions that were refused):
 #   pulumi                       github.com/pulumi/pulumi/pkg/v3 + sdk/v3 @ v$PULUMI_VERSION
 #                                (wrapper module scripts/toolchain/cli, go.sum committed)
-#   pulumi-language-python       our own minimal host (scripts/toolchain/langhost) on sdk/v3;
-#                                upstream's host module is not served by the proxy
+#   pulumi-language-python       our own minimal host (scripts/toolchain/langhost) on sdk/v3:
+#                                runs the program and Python policy packs (RunPlugin, for
+#                                `--policy-pack policies`); upstream's host module is not
+#                                served by the proxy
 #   pulumi-language-python-exec  copied from the sdk/v3 module zip (python/cmd/)
 #   pulumi-resource-kubernetes   github.com/pulumi/pulumi-kubernetes/provider/v4 at the
 #                                release commit of v$KUBE_VERSION (the only version served),
