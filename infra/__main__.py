@@ -14,7 +14,7 @@ from stacks.provider import kubernetes_provider
 
 settings = load_settings()
 stack = pulumi.get_stack()
-provider = kubernetes_provider(stack, deploy_target(stack))
+provider = kubernetes_provider(stack, deploy_target(stack, settings.kube_context))
 platform = build_environment(settings, pulumi.ResourceOptions(providers=[provider]))
 
 pulumi.export("namespace", settings.namespace)

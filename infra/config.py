@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 from pulumi.runtime import config as runtime_config
 
 from infra.settings import SECRET_SETTINGS, Settings, SettingsError, parse_settings
@@ -66,24 +67,96 @@ def load_settings() -> Settings:
         raise pulumi.RunError(str(error)) from None
 
 
+# The passphrase scripts/pulumi-env.sh gives a local state in render mode. It is public (it
+# is in this repository), so it protects nothing: never a deploy's.
+PUBLIC_DEV_PASSPHRASE = "onboarding-local-dev-only-not-a-secret"  # noqa: S105 (public on purpose)
+
+
+class DeployRefused(pulumi.RunError):
+    """A deploy that the safe defaults refuse; the message says what to set."""
+
+
 @dataclass(frozen=True)
 class DeployTarget:
-    """Where resources go: a live cluster, or manifests rendered into a folder."""
+    """Where resources go: a live cluster (a kubeconfig and the context named in the stack
+    config), or manifests rendered into a folder."""
 
     kubeconfig: str | None
     render_directory: str | None
+    context: str | None = None
 
 
-def deploy_target(stack: str) -> DeployTarget:
-    """A cluster when a kubeconfig is present (KUBECONFIG or ~/.kube/config), otherwise
-    render mode: every manifest written under `rendered/<stack>/`, no cluster contacted.
-    ONBOARDING_RENDER=1 forces render mode even where a kubeconfig exists."""
-    forced = os.environ.get("ONBOARDING_RENDER", "") == "1"
+def _kubeconfig_path() -> str | None:
     candidates = [*os.environ.get("KUBECONFIG", "").split(os.pathsep), "~/.kube/config"]
-    kubeconfig = next(
+    return next(
         (str(Path(c).expanduser()) for c in candidates if c and Path(c).expanduser().is_file()),
         None,
     )
-    if kubeconfig and not forced:
-        return DeployTarget(kubeconfig=kubeconfig, render_directory=None)
-    return DeployTarget(kubeconfig=None, render_directory=str(PROJECT_ROOT / "rendered" / stack))
+
+
+def render_mode() -> bool:
+    """True when nothing is deployed: ONBOARDING_RENDER=1, or no kubeconfig (KUBECONFIG or
+    ~/.kube/config). scripts/pulumi-env.sh (onboarding_render_mode) decides the same way."""
+    return os.environ.get("ONBOARDING_RENDER", "") == "1" or _kubeconfig_path() is None
+
+
+def kubeconfig_contexts(kubeconfig: str) -> list[str]:
+    """The context names a kubeconfig file defines."""
+    try:
+        loaded = yaml.safe_load(Path(kubeconfig).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise DeployRefused(f"cannot read the kubeconfig {kubeconfig}: {error}") from None
+    contexts = loaded.get("contexts") if isinstance(loaded, dict) else None
+    return [c["name"] for c in contexts or [] if isinstance(c, dict) and "name" in c]
+
+
+def _passphrase_in_use() -> str | None:
+    if "PULUMI_CONFIG_PASSPHRASE" in os.environ:
+        return os.environ["PULUMI_CONFIG_PASSPHRASE"]
+    path = os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE")
+    if path:
+        try:
+            return Path(path).read_text().rstrip("\r\n")
+        except OSError:
+            return None
+    return None
+
+
+def deploy_target(stack: str, kube_context: str | None = None) -> DeployTarget:
+    """A cluster when a kubeconfig is present (KUBECONFIG or ~/.kube/config), otherwise
+    render mode: every manifest written under `rendered/<stack>/`, no cluster contacted.
+    ONBOARDING_RENDER=1 forces render mode even where a kubeconfig exists.
+
+    A deploy is refused (DeployRefused, naming what to set) when the state's secrets would be
+    encrypted with the public development passphrase, when the stack config names no
+    `onboarding:kubeContext`, or when the kubeconfig has no context of that name. The
+    provider is given that context explicitly: the kubeconfig's current-context, whatever it
+    is, is never used."""
+    kubeconfig = _kubeconfig_path()
+    if render_mode() or kubeconfig is None:
+        return DeployTarget(
+            kubeconfig=None, render_directory=str(PROJECT_ROOT / "rendered" / stack)
+        )
+    if _passphrase_in_use() == PUBLIC_DEV_PASSPHRASE:
+        raise DeployRefused(
+            "refusing to deploy: the state's secrets are encrypted with the public development "
+            "passphrase (it is in this repository). Set PULUMI_CONFIG_PASSPHRASE_FILE (or "
+            "PULUMI_CONFIG_PASSPHRASE) from the team's secret store, or use a KMS secrets "
+            "provider (docs/state-backend.md); for render mode, set ONBOARDING_RENDER=1"
+        )
+    if not kube_context:
+        raise DeployRefused(
+            f"refusing to deploy: stack {stack} names no kube context. Set "
+            f"onboarding:kubeContext in Pulumi.{stack}.yaml to the kubeconfig context of "
+            f"{stack}'s cluster (contexts in {kubeconfig}: "
+            f"{', '.join(kubeconfig_contexts(kubeconfig)) or 'none'}); for render mode, set "
+            "ONBOARDING_RENDER=1"
+        )
+    contexts = kubeconfig_contexts(kubeconfig)
+    if kube_context not in contexts:
+        raise DeployRefused(
+            f"refusing to deploy: onboarding:kubeContext is {kube_context!r} but the kubeconfig "
+            f"{kubeconfig} has no such context (it has: {', '.join(contexts) or 'none'}). Use the "
+            f"kubeconfig of {stack}'s cluster (KUBECONFIG), or correct onboarding:kubeContext"
+        )
+    return DeployTarget(kubeconfig=kubeconfig, render_directory=None, context=kube_context)

@@ -677,6 +677,13 @@ class Settings(_Model):
     # The bank's escrow key: the stack output keyEscrow holds the cluster's keys encrypted
     # to it. Unset, the keys are not escrowed (a warning says so at every run).
     escrow_recipient: AgeRecipient | None = None
+    # The kubeconfig context of this stack's cluster. Required to deploy (infra/config.py
+    # refuses a deploy without it, or when the kubeconfig has no context of that name), and
+    # given to the provider explicitly: the kubeconfig's current-context is never used.
+    # Unused in render mode.
+    kube_context: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^\S+$")] | None = (
+        None
+    )
     # Secret (`pulumi config set --secret`): keys restored from the escrow.
     restored_keys: RestoredKeys | None = None
 

@@ -365,6 +365,11 @@ def copy_project(work: Path, args: argparse.Namespace, recipient: str) -> Path:
         "recipients": [recipient],
     }
     config["onboarding:escrowRecipient"] = recipient
+    # A deploy needs the kube context named in the stack config (infra/config.py): the
+    # rehearsal's cluster is the one its --kubeconfig selects.
+    config["onboarding:kubeContext"] = yaml.safe_load(Path(args.kubeconfig).read_text())[
+        "current-context"
+    ]
     (project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(stack, sort_keys=False))
     return project
 

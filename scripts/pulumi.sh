@@ -35,7 +35,6 @@ die() { printf 'pulumi.sh: %s\n' "$*" >&2; exit 1; }
 
 # shellcheck source=scripts/pulumi-env.sh
 source scripts/pulumi-env.sh
-cfg=$(onboarding_stack_config "$stack")
 run() { pulumi "$@" --stack "$stack" --config-file "$cfg"; }
 
 python=.venv/bin/python
@@ -58,7 +57,7 @@ kube_context() {
   done
   if [ -z "$value" ]; then
     value=$("$python" -c 'import sys, yaml
-print((yaml.safe_load(open(sys.argv[1])) or {}).get("config", {}).get("onboarding:kubeContext") or "")' "$cfg")
+print((yaml.safe_load(open(sys.argv[1])) or {}).get("config", {}).get("onboarding:kubeContext") or "")' "Pulumi.$stack.yaml")
   fi
   printf '%s\n' "$value"
 }
@@ -72,10 +71,16 @@ sys.exit(0 if sys.argv[2] in [c.get("name") for c in doc.get("contexts") or []] 
 has() { local want=$1 arg; shift; for arg in "$@"; do [ "$arg" = "$want" ] && return 0; done; return 1; }
 
 check_deploy() {
-  local kubeconfig context provider
+  local kubeconfig context provider state_cfg
   kubeconfig=$(onboarding_kubeconfig)
-  provider=$(sed -n 's/^secretsprovider: *//p' "$cfg")
-  case "${provider:-passphrase}" in
+  # The secrets provider of the stack as created (onboarding_stack_config keeps its line in
+  # the state's copy of the stack file), else the one a new stack gets.
+  case "$PULUMI_BACKEND_URL" in
+    file://*) state_cfg="${PULUMI_BACKEND_URL#file://}/config/Pulumi.$stack.yaml" ;;
+    *) state_cfg=".pulumi-state/config/Pulumi.$stack.yaml" ;;
+  esac
+  provider=$(sed -n 's/^secretsprovider: *//p' "$state_cfg" 2>/dev/null || true)
+  case "${provider:-${ONBOARDING_SECRETS_PROVIDER:-passphrase}}" in
     passphrase)
       if [ -z "${PULUMI_CONFIG_PASSPHRASE+x}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]; then
         die "refusing to deploy $stack (kubeconfig $kubeconfig): no passphrase for the state's secrets.
@@ -126,9 +131,11 @@ else
   esac
 fi
 
+cfg=$(onboarding_stack_config "$stack")
 case "$command" in
-  up) run up "${apply_flags[@]}" "$@" ;;
-  preview) run preview "$@" ;;
+  # The policy pack (policies/README.md) checks every preview and update: a violation stops it.
+  up) run up "${apply_flags[@]}" --policy-pack policies "$@" ;;
+  preview) run preview --policy-pack policies "$@" ;;
   refresh) run refresh "${apply_flags[@]}" "$@" ;;
   destroy) run destroy "$@" ;;
   stack) pulumi stack --stack "$stack" "$@" ;;

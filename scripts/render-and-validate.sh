@@ -37,10 +37,11 @@ done
 	die "pulumi-policy (the policy pack's SDK) is not installed in .venv (a dev dependency: make setup)"
 
 scripts/bootstrap-toolchain.sh >/dev/null
+# Render mode even on a machine that has a kubeconfig: this script never touches a cluster.
+# Set before pulumi-env.sh, which gives the local state its default passphrase in render mode only.
+export ONBOARDING_RENDER=1
 # shellcheck source=scripts/pulumi-env.sh
 source scripts/pulumi-env.sh
-# Render mode even on a machine that has a kubeconfig: this script never touches a cluster.
-export ONBOARDING_RENDER=1
 
 summary=()
 for stack in "${stacks[@]}"; do

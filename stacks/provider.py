@@ -22,6 +22,9 @@ def kubernetes_provider(stack: str, target: DeployTarget) -> k8s.Provider:
     return k8s.Provider(
         f"{stack}-cluster",
         kubeconfig=target.kubeconfig,
+        # The context the stack config names (onboarding:kubeContext), never the kubeconfig's
+        # current-context: a kubeconfig switched to another cluster cannot redirect a deploy.
+        context=target.context,
         enable_server_side_apply=True,
         enable_secret_mutable=True,
         # Fail the update rather than leave half-applied objects behind a timeout.

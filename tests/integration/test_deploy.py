@@ -73,6 +73,8 @@ POOL_LABEL = "onboarding.example.fr/dedicated"
 POOL_VALUE = "onboarding"
 PASSPHRASE = "integration-test-only"
 CLUSTER_NAME = "onboarding-it"
+# The context kwokctl names in the kubeconfig it writes for that cluster.
+KUBE_CONTEXT = f"kwok-{CLUSTER_NAME}"
 
 _missing = [f"{KUBE_BIN}/{n}" for n in KUBE_NEEDED if not (KUBE_BIN / n).is_file()]
 if _missing:
@@ -158,6 +160,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         assert up.returncode == 0, f"kube-up.sh failed:\n{up.stderr}"
         kubeconfig = Path(up.stdout.strip().splitlines()[-1])
+        contexts = [c["name"] for c in yaml.safe_load(kubeconfig.read_text())["contexts"]]
+        assert KUBE_CONTEXT in contexts, f"kube-up.sh's kubeconfig has contexts {contexts}"
         elapsed = time.monotonic() - start
         print(f"\n[deploy] cluster started in {elapsed:.1f}s\n{up.stderr}")
         yield Cluster(kubeconfig, KubeAPI(kubeconfig), elapsed)
@@ -211,6 +215,9 @@ def project(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Proje
 def deployed(project: Project, cluster: Cluster) -> dict[str, Deployment]:
     for stack in STACKS:
         pulumi(project, "stack", "init", stack, "--secrets-provider", "passphrase")
+        # A deploy needs the kube context the stack config names (infra/config.py); the copy
+        # names the test cluster's (kube-up.sh's kubeconfig: kwok-<cluster name>).
+        pulumi(project, "config", "set", "onboarding:kubeContext", KUBE_CONTEXT, "--stack", stack)
         start = time.monotonic()
         up = pulumi(project, "up", "--yes", "--stack", stack)
         elapsed = time.monotonic() - start
