@@ -130,6 +130,9 @@ def policies() -> list[Policy]:
         resource_policy("couchdb-service-internal-only", rules.couchdb_service_internal),
         resource_policy("couchdb-pods-off-host-network", rules.couchdb_pods_off_host_network),
         stack_policy("couchdb-not-routed-from-edge", rules.couchdb_not_routed),
+        resource_policy(
+            "couchdb-ingress-from-cluster-only", rules.couchdb_ingress_from_cluster_only
+        ),
         resource_policy("retention-at-most-30-days", rules.retention_within_gdpr),
         region_policy("workloads-pinned-to-allowed-regions", rules.workloads_in_allowed_regions),
         region_policy(

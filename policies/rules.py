@@ -185,6 +185,49 @@ def _route_backends(route: Resource) -> Iterator[tuple[str, str]]:
                     yield ns, name
 
 
+def couchdb_ingress_from_cluster_only(kind: str, props: Obj) -> list[str]:
+    """A NetworkPolicy that may select CouchDB pods admits traffic only from pods or
+    namespaces: no ipBlock peer, and no ingress rule without `from` (which admits any source,
+    outside the cluster included)."""
+    if kind != "NetworkPolicy" or not _may_select_couchdb(
+        mapping(dig(props, "spec", "podSelector"))
+    ):
+        return []
+    problems = []
+    for index, item in enumerate(sequence(dig(props, "spec", "ingress"))):
+        peers = sequence(mapping(item).get("from"))
+        if not peers:
+            problems.append(
+                f"{describe(kind, props)}: ingress rule {index} has no `from` and selects "
+                "CouchDB pods: it admits any source, outside the cluster included"
+            )
+        for peer in peers:
+            block = mapping(peer).get("ipBlock")
+            if block:
+                cidr = mapping(block).get("cidr")
+                problems.append(
+                    f"{describe(kind, props)}: ingress rule {index} admits addresses {cidr} "
+                    "to CouchDB pods; only pods and namespaces of the cluster may reach them"
+                )
+    return problems
+
+
+def _may_select_couchdb(pod_selector: Obj) -> bool:
+    """Whether a pod selector can select CouchDB pods, judged on the CouchDB labels alone (a
+    requirement on another label may or may not hold: assume it does)."""
+    relevant = {
+        "matchLabels": {
+            k: v for k, v in mapping(pod_selector.get("matchLabels")).items() if k in COUCHDB_LABELS
+        },
+        "matchExpressions": [
+            e
+            for e in sequence(pod_selector.get("matchExpressions"))
+            if mapping(e).get("key") in COUCHDB_LABELS
+        ],
+    }
+    return labels_match(relevant, COUCHDB_LABELS)
+
+
 # ---------------------------------------------------------------------------------------------
 # GDPR: no retention beyond 30 days.
 

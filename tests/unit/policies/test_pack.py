@@ -23,6 +23,7 @@ from tests.unit.harness import Recorded
 RESOURCE_RULES = [
     rules.couchdb_service_internal,
     rules.couchdb_pods_off_host_network,
+    rules.couchdb_ingress_from_cluster_only,
     rules.retention_within_gdpr,
     rules.containers_non_root,
     rules.containers_have_resources,

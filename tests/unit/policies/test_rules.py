@@ -168,6 +168,61 @@ def test_a_route_to_a_service_of_the_same_name_in_another_namespace_passes() -> 
     assert rules.couchdb_not_routed(stack(*services(), http_route("couchdb", "elsewhere"))) == []
 
 
+# --- couchdb-ingress-from-cluster-only ------------------------------------------------------
+
+
+def network_policy(pod_selector: dict[str, Any], *ingress: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata("couchdb"),
+        "spec": {"podSelector": pod_selector, "policyTypes": ["Ingress"], "ingress": list(ingress)},
+    }
+
+
+CLIENTS = {"from": [{"podSelector": {"matchLabels": {"couchdb-client": "true"}}}]}
+MONITORING = {
+    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+}
+ANYWHERE = {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 5984}]}
+
+
+def test_couchdb_admitting_cluster_pods_and_namespaces_passes() -> None:
+    obj = network_policy({"matchLabels": COUCHDB}, CLIENTS, MONITORING)
+    assert rules.couchdb_ingress_from_cluster_only("NetworkPolicy", obj) == []
+
+
+def test_couchdb_admitting_an_ip_block_fails() -> None:
+    [message] = rules.couchdb_ingress_from_cluster_only(
+        "NetworkPolicy", network_policy({"matchLabels": COUCHDB}, CLIENTS, ANYWHERE)
+    )
+    assert (
+        "NetworkPolicy onboarding-prod/couchdb: ingress rule 1 admits addresses 0.0.0.0/0"
+        in message
+    )
+
+
+def test_a_namespace_wide_rule_without_from_reaches_couchdb_too_and_fails() -> None:
+    [message] = rules.couchdb_ingress_from_cluster_only(
+        "NetworkPolicy", network_policy({}, {"ports": [{"port": 8080}]})
+    )
+    assert "ingress rule 0 has no `from`" in message
+
+
+def test_an_ip_block_for_the_web_app_only_is_not_this_rules_business() -> None:
+    obj = network_policy({"matchLabels": APP}, ANYWHERE)
+    assert rules.couchdb_ingress_from_cluster_only("NetworkPolicy", obj) == []
+    excluded = {
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["couchdb"]}
+        ]
+    }
+    assert (
+        rules.couchdb_ingress_from_cluster_only("NetworkPolicy", network_policy(excluded, ANYWHERE))
+        == []
+    )
+
+
 # --- retention-at-most-30-days ---------------------------------------------------------------
 
 
