@@ -143,6 +143,8 @@ class Backups(pulumi.ComponentResource):
             "BACKUP_RETENTION_DAYS": str(args.retention_days),
             "BACKUP_EXPIRY_INTERVAL_HOURS": str(args.expiry_interval_hours),
             "GDPR_MAX_AGE_DAYS": str(args.max_age_days),
+        }
+        reads_couchdb = {
             # Each shard copy read from its own pod (by the headless Service's DNS name, which
             # is the host part of the pod's Erlang node name), not relayed by another node.
             "COUCHDB_NODE_URLS": NODE_URLS,
@@ -158,6 +160,7 @@ class Backups(pulumi.ComponentResource):
             command: str,
             *,
             writes: bool,
+            couchdb: bool,
             off_site: dict[str, str] | None = None,
             extra_args: list[str] | None = None,
         ) -> CronJob:
@@ -185,9 +188,10 @@ class Backups(pulumi.ComponentResource):
                 operation=operation,
                 schedule=Schedule(cron=cron, deadline_seconds=deadline, time_zone=args.time_zone),
                 args=[command, *(extra_args or [])],
-                env={**env, **(off_site or {})},
+                env={**env, **(reads_couchdb if couchdb else {}), **(off_site or {})},
                 volumes=volumes,
                 mounts=mounts,
+                couchdb=couchdb,
             )
 
         # The backup copies off site; the expiry deletes the off-site copies too (the GDPR
@@ -208,10 +212,13 @@ class Backups(pulumi.ComponentResource):
             args.deadline_seconds,
             "backup",
             writes=True,
+            couchdb=True,
             off_site=upload,
         )
         # The drill verifies the local copy; with none kept, the off-site one, without its
-        # key (the cluster never has it): every stored object against its index.
+        # key (the cluster never has it): every stored object against its index. Either way
+        # it reads backups only (`couchops verify` without --live opens no connection to
+        # CouchDB), so it gets no admin credentials and no way to CouchDB's port.
         remote_only = storage is not None and not storage.keep_local_copy
         self.verify_job = job(
             f"{name}-verify-cronjob",
@@ -220,10 +227,12 @@ class Backups(pulumi.ComponentResource):
             args.deadline_seconds,
             "verify",
             writes=False,
+            couchdb=False,
             off_site=expire if remote_only else None,
             extra_args=["--backup", "s3:latest"] if remote_only else [],
         )
-        # Apart from the backup run, so backups expire on time even when backups fail.
+        # Apart from the backup run, so backups expire on time even when backups fail. It
+        # deletes backups only, and talks to no CouchDB either.
         self.expiry_job = job(
             f"{name}-expire-cronjob",
             "backup-expire",
@@ -231,6 +240,7 @@ class Backups(pulumi.ComponentResource):
             args.expiry_deadline_seconds,
             "backup-expire",
             writes=True,
+            couchdb=False,
             off_site=expire,
         )
         self.register_outputs({"volume_claim": self.volume_claim.metadata.name})
@@ -239,7 +249,7 @@ class Backups(pulumi.ComponentResource):
         """Egress from this operation's pods to the object storage's port, outside the
         cluster (the namespace denies all egress by default)."""
         assert args.object_storage is not None
-        labels = args.ops.labels(operation)
+        labels = args.ops.labels(operation, couchdb=False)
         selector = {
             k: labels[k]
             for k in (

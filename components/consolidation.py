@@ -64,10 +64,15 @@ class LegacyConsolidation(pulumi.ComponentResource):
         fingerprint = hashlib.sha256(
             json.dumps({"args": command, "image": args.ops.image, **env}, sort_keys=True).encode()
         ).hexdigest()[:10]
+        # The partition key only (not the app user's password): it names each user's
+        # partition; the copy itself is done with the admin credentials.
         template = args.ops.pod_template(
             "consolidate",
             command,
             env=env,
+            service_account=args.ops.service_account(
+                f"{name}-sa", self, args.namespace, "consolidate"
+            ),
             volumes=[
                 VolumeArgs(
                     name="couchdb-app",

@@ -36,7 +36,6 @@ from pulumi_kubernetes.core.v1 import (
     PodTemplateSpecArgs,
     ProbeArgs,
     Secret,
-    SecretKeySelectorArgs,
     SecretVolumeSourceArgs,
     Service,
     ServicePortArgs,
@@ -73,6 +72,12 @@ from components.couchdb_config import (
     render_secret_ini,
     zone_start_script,
 )
+from components.couchdb_runtime import (
+    init_container,
+    runtime_env,
+    runtime_mounts,
+    runtime_volumes,
+)
 from components.labels import COUCHDB_CLIENT_LABEL, standard_labels
 from components.node_pool import HOSTNAME_LABEL, ZONE_LABEL
 from components.ops_job import OpsJobTemplate
@@ -81,6 +86,7 @@ from components.workload import (
     RunAs,
     Scheduling,
     restricted_container,
+    service_account,
     spread,
 )
 from infra.settings import ESCROW_FORMAT
@@ -312,13 +318,27 @@ class CouchDBCluster(pulumi.ComponentResource):
                         labels=pod_labels,
                         annotations={
                             # A config or secret change rolls the pods, one at a time: the
-                            # ini files are mounted by subPath and the cookie is an env
-                            # variable, so a running pod never sees either change.
+                            # ini files are mounted by subPath and the cookie copied at
+                            # start, so a running pod never sees either change. (A digest,
+                            # not a secret: the key avoids the word "secret", which makes
+                            # secret scanners take any high-entropy value for one.)
                             "checksum/config": _sha256(cluster_ini),
-                            "checksum/secret": _digest(keys.erlang_cookie, secret_ini),
+                            "checksum/server-keys": _digest(keys.erlang_cookie, secret_ini),
                         },
                     ),
-                    spec=self._pod_spec(args, selector, config_map, server_secret),
+                    spec=self._pod_spec(
+                        args,
+                        selector,
+                        config_map,
+                        server_secret,
+                        service_account(
+                            f"{name}-sa",
+                            name=NAME,
+                            namespace=args.namespace,
+                            labels=labels,
+                            parent=self,
+                        ).metadata.name,
+                    ),
                 ),
                 volume_claim_templates=[
                     PersistentVolumeClaimArgs(
@@ -403,9 +423,10 @@ class CouchDBCluster(pulumi.ComponentResource):
         selector: dict[str, str],
         config_map: ConfigMap,
         server_secret: Secret,
+        account: pulumi.Input[str],
     ) -> PodSpecArgs:
         return PodSpecArgs(
-            **args.scheduling.pod_fields(COUCHDB_RUN_AS),
+            **args.scheduling.pod_fields(COUCHDB_RUN_AS, account),
             termination_grace_period_seconds=60,
             affinity=AffinityArgs(
                 node_affinity=args.scheduling.node_affinity,
@@ -420,6 +441,9 @@ class CouchDBCluster(pulumi.ComponentResource):
                 ),
             ),
             topology_spread_constraints=[spread(ZONE_LABEL, selector)],
+            # The root filesystem is read-only; this fills the few volumes CouchDB and the
+            # image's entrypoint write to (components/couchdb_runtime.py).
+            init_containers=[init_container(args.image, args.resources)],
             containers=[
                 ContainerArgs(
                     name=NAME,
@@ -437,28 +461,21 @@ class CouchDBCluster(pulumi.ComponentResource):
                                 field_ref=ObjectFieldSelectorArgs(field_path="metadata.name")
                             ),
                         ),
-                        # The image's entrypoint turns these into `-name couchdb@...` and
-                        # the cookie file; the cookie never appears on a command line.
+                        # The image's entrypoint turns this into `-name couchdb@...`. The
+                        # cookie is a file the init container copied (never an env value
+                        # nor on a command line).
                         EnvVarArgs(
                             name="NODENAME",
                             value=f"$(POD_NAME).{HEADLESS}.{args.namespace_name}.svc.cluster.local",
                         ),
-                        EnvVarArgs(
-                            name="COUCHDB_ERLANG_COOKIE",
-                            value_from=EnvVarSourceArgs(
-                                secret_key_ref=SecretKeySelectorArgs(
-                                    name=server_secret.metadata.name, key="erlangCookie"
-                                )
-                            ),
-                        ),
+                        *runtime_env(),
                         *_zone_env(args.node_zones),
                     ],
                     # The image's entrypoint runs this as it is, then the script starts the
                     # image's own start with COUCHDB_ZONE.
                     args=["/bin/sh", "-c", zone_start_script()] if args.node_zones else None,
                     resources=args.resources.to_args(),
-                    # The entrypoint writes vm.args and the cookie file under /opt/couchdb.
-                    security_context=restricted_container(read_only_root=False),
+                    security_context=restricted_container(),
                     startup_probe=ProbeArgs(
                         tcp_socket=TCPSocketActionArgs(port="http"),
                         period_seconds=5,
@@ -480,6 +497,8 @@ class CouchDBCluster(pulumi.ComponentResource):
                     ),
                     volume_mounts=[
                         VolumeMountArgs(name="data", mount_path=DATA_DIR),
+                        # etc first: the ini files below are mounted on top of its copy.
+                        *runtime_mounts(),
                         VolumeMountArgs(
                             name="config",
                             mount_path=f"{LOCAL_D}/10-cluster.ini",
@@ -496,6 +515,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                 )
             ],
             volumes=[
+                *runtime_volumes(server_secret.metadata.name),
                 VolumeArgs(
                     name="config",
                     config_map=ConfigMapVolumeSourceArgs(name=config_map.metadata.name),
@@ -599,11 +619,21 @@ class CouchDBCluster(pulumi.ComponentResource):
             "cluster-setup",
             ["cluster-setup"],
             env=settings,
+            service_account=self.ops.service_account(
+                f"{name}-setup-sa", self, args.namespace, "cluster-setup"
+            ),
+            # The app user's name and password, which it sets on the user; never the
+            # partition key the same Secret holds for the site.
             volumes=[
                 VolumeArgs(
                     name="couchdb-app",
                     secret=SecretVolumeSourceArgs(
-                        secret_name=app_secret.metadata.name, default_mode=0o440
+                        secret_name=app_secret.metadata.name,
+                        default_mode=0o440,
+                        items=[
+                            KeyToPathArgs(key="username", path="username"),
+                            KeyToPathArgs(key="password", path="password"),
+                        ],
                     ),
                 )
             ],

@@ -102,8 +102,12 @@ class EnvironmentNamespace(pulumi.ComponentResource):
                 limits=[
                     LimitRangeItemArgs(
                         type="Container",
-                        default_request={"cpu": "50m", "memory": "64Mi"},
-                        default={"memory": "256Mi"},
+                        default_request={
+                            "cpu": "50m",
+                            "memory": "64Mi",
+                            "ephemeral-storage": "64Mi",
+                        },
+                        default={"memory": "256Mi", "ephemeral-storage": "1Gi"},
                     )
                 ]
             ),

@@ -2,6 +2,10 @@
 
 The setup Job, the backup, verify, expiry and purge CronJobs differ only by their subcommand
 and a few settings; this is the one place that knows how the tool is configured in a pod.
+
+Least privilege: each operation runs under its own ServiceAccount (no API token: couchops
+never calls the Kubernetes API), and only an operation that talks to CouchDB mounts the
+admin credentials and carries the client label that lets it reach CouchDB's port.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from pulumi_kubernetes.batch.v1 import CronJob, CronJobSpecArgs, JobSpecArgs, Jo
 from pulumi_kubernetes.core.v1 import (
     AffinityArgs,
     ContainerArgs,
-    EmptyDirVolumeSourceArgs,
     EnvVarArgs,
     KeyToPathArgs,
     PodSpecArgs,
@@ -26,11 +29,21 @@ from pulumi_kubernetes.core.v1 import (
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.labels import PUSHES_METRICS_LABEL, standard_labels
-from components.workload import ContainerResources, RunAs, Scheduling, restricted_container
+from components.workload import (
+    ContainerResources,
+    RunAs,
+    Scheduling,
+    restricted_container,
+    scratch_volume,
+    service_account,
+)
 
 OPS_NAME = "couchops"
 OPS_RUN_AS = RunAs(user=10001, group=10001)
 CREDENTIALS_DIR = "/var/run/secrets/couchdb"
+# couchops writes no temporary file (it streams to the backup volume); /tmp only has to
+# exist for Python and the libraries it loads.
+TMP_SIZE_LIMIT = "64Mi"
 
 
 @dataclass(frozen=True)
@@ -46,12 +59,32 @@ class OpsJobTemplate:
     scheduling: Scheduling
     pushgateway_url: str
 
-    def labels(self, operation: str) -> dict[str, str]:
+    def labels(self, operation: str, *, couchdb: bool = True) -> dict[str, str]:
+        """The operation's labels; with `couchdb`, the client label that opens CouchDB's port
+        to its pods (both NetworkPolicies select on it)."""
         return {
             **standard_labels(OPS_NAME, self.environment, operation, self.image),
-            **self.client_labels,
+            **(self.client_labels if couchdb else {}),
             PUSHES_METRICS_LABEL: "true",
         }
+
+    def service_account(
+        self,
+        resource_name: str,
+        parent: pulumi.Resource,
+        namespace: pulumi.Input[str],
+        operation: str,
+    ) -> pulumi.Output[str]:
+        """The operation's own ServiceAccount (`couchops-<operation>`): its name, for
+        `pod_template`."""
+        account = service_account(
+            resource_name,
+            name=f"{OPS_NAME}-{operation}",
+            namespace=namespace,
+            labels=standard_labels(OPS_NAME, self.environment, operation, self.image),
+            parent=parent,
+        )
+        return account.metadata.name
 
     def pod_template(
         self,
@@ -60,19 +93,48 @@ class OpsJobTemplate:
         env: Mapping[str, pulumi.Input[str]] | None = None,
         volumes: Sequence[VolumeArgs] = (),
         mounts: Sequence[VolumeMountArgs] = (),
+        *,
+        service_account: pulumi.Input[str],
+        couchdb: bool = True,
     ) -> PodTemplateSpecArgs:
+        """The pod of one operation. `couchdb=False`: an operation that never talks to
+        CouchDB (it only reads or deletes backups) gets neither its URL nor the admin
+        credentials nor the client label, so its pods cannot even open CouchDB's port."""
         settings: dict[str, pulumi.Input[str]] = {
-            "COUCHDB_URL": self.couchdb_url,
-            "COUCHDB_ADMIN_USER_FILE": f"{CREDENTIALS_DIR}/adminUsername",
-            "COUCHDB_ADMIN_PASSWORD_FILE": f"{CREDENTIALS_DIR}/adminPassword",
             "ENVIRONMENT": self.environment,
             "PUSHGATEWAY_URL": self.pushgateway_url,
             **(env or {}),
         }
+        credential_volumes: list[VolumeArgs] = []
+        credential_mounts: list[VolumeMountArgs] = []
+        if couchdb:
+            settings.update(
+                {
+                    "COUCHDB_URL": self.couchdb_url,
+                    "COUCHDB_ADMIN_USER_FILE": f"{CREDENTIALS_DIR}/adminUsername",
+                    "COUCHDB_ADMIN_PASSWORD_FILE": f"{CREDENTIALS_DIR}/adminPassword",
+                }
+            )
+            credential_volumes.append(
+                VolumeArgs(
+                    name="couchdb-admin",
+                    secret=SecretVolumeSourceArgs(
+                        secret_name=self.admin_secret_name,
+                        default_mode=0o440,
+                        items=[
+                            KeyToPathArgs(key="adminUsername", path="adminUsername"),
+                            KeyToPathArgs(key="adminPassword", path="adminPassword"),
+                        ],
+                    ),
+                )
+            )
+            credential_mounts.append(
+                VolumeMountArgs(name="couchdb-admin", mount_path=CREDENTIALS_DIR, read_only=True)
+            )
         return PodTemplateSpecArgs(
-            metadata=ObjectMetaArgs(labels=self.labels(operation)),
+            metadata=ObjectMetaArgs(labels=self.labels(operation, couchdb=couchdb)),
             spec=PodSpecArgs(
-                **self.scheduling.pod_fields(OPS_RUN_AS),
+                **self.scheduling.pod_fields(OPS_RUN_AS, service_account),
                 restart_policy="Never",
                 affinity=AffinityArgs(node_affinity=self.scheduling.node_affinity),
                 containers=[
@@ -84,27 +146,15 @@ class OpsJobTemplate:
                         resources=self.resources.to_args(),
                         security_context=restricted_container(),
                         volume_mounts=[
-                            VolumeMountArgs(
-                                name="couchdb-admin", mount_path=CREDENTIALS_DIR, read_only=True
-                            ),
+                            *credential_mounts,
                             VolumeMountArgs(name="tmp", mount_path="/tmp"),
                             *mounts,
                         ],
                     )
                 ],
                 volumes=[
-                    VolumeArgs(
-                        name="couchdb-admin",
-                        secret=SecretVolumeSourceArgs(
-                            secret_name=self.admin_secret_name,
-                            default_mode=0o440,
-                            items=[
-                                KeyToPathArgs(key="adminUsername", path="adminUsername"),
-                                KeyToPathArgs(key="adminPassword", path="adminPassword"),
-                            ],
-                        ),
-                    ),
-                    VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs()),
+                    *credential_volumes,
+                    scratch_volume("tmp", TMP_SIZE_LIMIT),
                     *volumes,
                 ],
             ),
@@ -139,14 +189,19 @@ def ops_cron_job(
     env: Mapping[str, pulumi.Input[str]] | None = None,
     volumes: Sequence[VolumeArgs] = (),
     mounts: Sequence[VolumeMountArgs] = (),
+    couchdb: bool = True,
 ) -> CronJob:
-    """A CronJob running one `couchops` subcommand: never two runs at once, bounded runtime."""
+    """A CronJob running one `couchops` subcommand under its own ServiceAccount: never two
+    runs at once, bounded runtime. `couchdb=False` for an operation that never talks to
+    CouchDB (`OpsJobTemplate.pod_template`)."""
+    account = template.service_account(f"{resource_name}-sa", parent, namespace, operation)
+    labels = template.labels(operation, couchdb=couchdb)
     return CronJob(
         resource_name,
         metadata=ObjectMetaArgs(
             name=f"{OPS_NAME}-{operation}",
             namespace=namespace,
-            labels=template.labels(operation),
+            labels=labels,
         ),
         spec=CronJobSpecArgs(
             schedule=schedule.cron,
@@ -156,11 +211,19 @@ def ops_cron_job(
             successful_jobs_history_limit=3,
             failed_jobs_history_limit=5,
             job_template=JobTemplateSpecArgs(
-                metadata=ObjectMetaArgs(labels=template.labels(operation)),
+                metadata=ObjectMetaArgs(labels=labels),
                 spec=JobSpecArgs(
                     backoff_limit=2,
                     active_deadline_seconds=schedule.deadline_seconds,
-                    template=template.pod_template(operation, args, env, volumes, mounts),
+                    template=template.pod_template(
+                        operation,
+                        args,
+                        env,
+                        volumes,
+                        mounts,
+                        service_account=account,
+                        couchdb=couchdb,
+                    ),
                 ),
             ),
         ),

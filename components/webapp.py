@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_kubernetes.apps.v1 import (
@@ -27,7 +27,6 @@ from pulumi_kubernetes.core.v1 import (
     AffinityArgs,
     ContainerArgs,
     ContainerPortArgs,
-    EmptyDirVolumeSourceArgs,
     EnvVarArgs,
     EnvVarSourceArgs,
     HTTPGetActionArgs,
@@ -38,12 +37,13 @@ from pulumi_kubernetes.core.v1 import (
     Service,
     ServicePortArgs,
     ServiceSpecArgs,
-    VolumeArgs,
     VolumeMountArgs,
 )
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
 from pulumi_kubernetes.networking.v1 import (
+    IPBlockArgs,
     NetworkPolicy,
+    NetworkPolicyEgressRuleArgs,
     NetworkPolicyIngressRuleArgs,
     NetworkPolicyPeerArgs,
     NetworkPolicyPortArgs,
@@ -51,19 +51,33 @@ from pulumi_kubernetes.networking.v1 import (
 )
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudgetSpecArgs
 
-from components.labels import standard_labels
+from components.labels import DOMAIN, standard_labels
 from components.node_pool import HOSTNAME_LABEL
 from components.workload import (
     ContainerResources,
     RunAs,
     Scheduling,
     restricted_container,
+    scratch_volume,
+    service_account,
     spread,
 )
 
 NAME = "webapp"
 SERVICE_PORT = 80
 WEBAPP_RUN_AS = RunAs(user=10001, group=10001)
+TMP_SIZE_LIMIT = "256Mi"
+
+
+@dataclass(frozen=True)
+class ExternalService:
+    """An external service the site may call: its address ranges and TCP ports.
+    NetworkPolicy matches addresses, never names: `host` is kept as an annotation only."""
+
+    name: str
+    cidrs: Sequence[str]
+    ports: Sequence[int]
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,9 @@ class WebAppArgs:
     # monitoring one for the scrape.
     ingress_namespace: str
     metrics_namespace: str
+    # The only destinations outside the cluster the site may open; empty: none (the
+    # namespace's policies allow DNS, and the CouchDB client label CouchDB's port).
+    egress: Sequence[ExternalService] = field(default_factory=tuple)
 
 
 class WebApp(pulumi.ComponentResource):
@@ -119,6 +136,9 @@ class WebApp(pulumi.ComponentResource):
                 secret_key_ref=SecretKeySelectorArgs(name=args.couchdb.credentials_secret, key=key)
             )
 
+        account = service_account(
+            f"{name}-sa", name=NAME, namespace=args.namespace, labels=labels, parent=self
+        )
         self.deployment = Deployment(
             f"{name}-deployment",
             metadata=ObjectMetaArgs(name=NAME, namespace=args.namespace, labels=labels),
@@ -142,7 +162,7 @@ class WebApp(pulumi.ComponentResource):
                         },
                     ),
                     spec=PodSpecArgs(
-                        **args.scheduling.pod_fields(WEBAPP_RUN_AS),
+                        **args.scheduling.pod_fields(WEBAPP_RUN_AS, account.metadata.name),
                         affinity=AffinityArgs(node_affinity=args.scheduling.node_affinity),
                         topology_spread_constraints=[spread(HOSTNAME_LABEL, selector)],
                         containers=[
@@ -183,7 +203,7 @@ class WebApp(pulumi.ComponentResource):
                                 volume_mounts=[VolumeMountArgs(name="tmp", mount_path="/tmp")],
                             )
                         ],
-                        volumes=[VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs())],
+                        volumes=[scratch_volume("tmp", TMP_SIZE_LIMIT)],
                     ),
                 ),
             ),
@@ -283,6 +303,41 @@ class WebApp(pulumi.ComponentResource):
             opts=child,
         )
 
+        self._egress(name, args, labels)
+
         self.register_outputs(
             {"service_name": self.service_name, "selector_labels": self.selector_labels}
         )
+
+    def _egress(self, name: str, args: WebAppArgs, labels: dict[str, str]) -> None:
+        """One NetworkPolicy per external service of the allow-list, named after it: egress
+        to its ranges and ports only (the namespace denies all other egress)."""
+        for service in args.egress:
+            NetworkPolicy(
+                f"{name}-egress-{service.name}-netpol",
+                metadata=ObjectMetaArgs(
+                    name=f"{NAME}-egress-{service.name}",
+                    namespace=args.namespace,
+                    labels=labels,
+                    annotations=(
+                        {f"{DOMAIN}/external-host": service.host} if service.host else None
+                    ),
+                ),
+                spec=NetworkPolicySpecArgs(
+                    pod_selector=LabelSelectorArgs(match_labels=self.selector_labels),
+                    policy_types=["Egress"],
+                    egress=[
+                        NetworkPolicyEgressRuleArgs(
+                            to=[
+                                NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr=cidr))
+                                for cidr in service.cidrs
+                            ],
+                            ports=[
+                                NetworkPolicyPortArgs(protocol="TCP", port=port)
+                                for port in service.ports
+                            ],
+                        )
+                    ],
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )

@@ -274,9 +274,21 @@ class ResourceSettings(_Model):
     memory_request: Quantity
     memory_limit: Quantity
     cpu_limit: Quantity | None = None
+    # Disk for logs, the writable layer and disk-backed emptyDirs: always limited.
+    ephemeral_storage_request: Quantity = "64Mi"
+    ephemeral_storage_limit: Quantity = "1Gi"
 
     @model_validator(mode="after")
     def _limits_cover_requests(self) -> Self:
+        if quantity_value(self.ephemeral_storage_limit) < quantity_value(
+            self.ephemeral_storage_request
+        ):
+            raise RuleViolation(
+                "ephemeralStorageLimit",
+                self.ephemeral_storage_limit,
+                f"is below ephemeralStorageRequest {self.ephemeral_storage_request} "
+                "(allowed: limit >= request)",
+            )
         if quantity_value(self.memory_limit) < quantity_value(self.memory_request):
             raise RuleViolation(
                 "memoryLimit",
@@ -347,6 +359,39 @@ class CouchDBSettings(_Model):
     password_rotation: PasswordRotation = PasswordRotation()
 
 
+def _check_egress_cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError(
+            f"'{value}' is not a network in CIDR notation (examples: 203.0.113.0/24, "
+            "2001:db8::/48; host bits must be zero)"
+        ) from None
+    if network.prefixlen == 0:
+        raise ValueError(
+            f"'{value}' opens every address, which is no allow-list (allowed: the service's "
+            "own ranges)"
+        )
+    return value
+
+
+EgressCidr = Annotated[str, AfterValidator(_check_egress_cidr)]
+
+
+class EgressRule(_Model):
+    """One external service the site may call (identity checks, e-signature...).
+
+    A NetworkPolicy matches addresses and ports, never host names: `cidrs` are the ranges
+    the provider publishes for the service, and `host` only documents which name they stand
+    for (kept as an annotation). A service behind a changing CDN needs an egress proxy
+    instead, which NetworkPolicy cannot express."""
+
+    name: DnsLabel
+    cidrs: Annotated[list[EgressCidr], Field(min_length=1)]
+    ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]], Field(min_length=1)] = [443]
+    host: Annotated[str, Field(pattern=_FQDN.pattern, max_length=253)] | None = None
+
+
 class WebAppSettings(_Model):
     image: Image
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
@@ -355,6 +400,18 @@ class WebAppSettings(_Model):
     max_replicas: Annotated[int, Field(ge=1, le=100)]
     target_cpu_utilization: Annotated[int, Field(ge=10, le=95)] = 65
     resources: ResourceSettings
+    # The external services the site may reach; empty: none (only DNS and CouchDB).
+    egress: list[EgressRule] = []
+
+    @model_validator(mode="after")
+    def _egress_names_unique(self) -> Self:
+        names = Counter(rule.name for rule in self.egress)
+        for name, count in names.items():
+            if count > 1:
+                raise RuleViolation(
+                    "egress", name, f"names {count} rules '{name}' (allowed: each name once)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _replica_range(self) -> Self:
@@ -686,6 +743,31 @@ class Settings(_Model):
     )
     # Secret (`pulumi config set --secret`): keys restored from the escrow.
     restored_keys: RestoredKeys | None = None
+    # Every image pinned by digest (`name@sha256:<64 hex>`, with or without a tag): what a
+    # tag points at can change in the registry, a digest cannot. A stack that cannot cite
+    # digests yet says so with `false`, and every run warns of each tag-only image.
+    require_image_digests: bool = True
+
+    def tag_only_images(self) -> dict[str, str]:
+        """The images pinned by tag only, by settings key."""
+        images = {
+            "couchdb.image": self.couchdb.image,
+            "webapp.image": self.webapp.image,
+            "ops.image": self.ops.image,
+        }
+        return {key: image for key, image in images.items() if "@sha256:" not in image}
+
+    @model_validator(mode="after")
+    def _images_pinned_by_digest(self) -> Self:
+        if self.require_image_digests:
+            for key, image in self.tag_only_images().items():
+                raise RuleViolation(
+                    key,
+                    image,
+                    "is pinned by tag only while requireImageDigests is true (allowed: "
+                    "registry/name:tag@sha256:<64 hex digits>, or requireImageDigests: false)",
+                )
+        return self
 
     @model_validator(mode="after")
     def _restored_keys_of_this_environment(self) -> Self:

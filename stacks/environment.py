@@ -26,7 +26,7 @@ from components.ingress import Ingress, IngressArgs
 from components.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
 from components.namespace import EnvironmentNamespace, EnvironmentNamespaceArgs, Quota
 from components.node_pool import NodePool, NodePoolArgs, PoolNode
-from components.webapp import CouchDBAccess, WebApp, WebAppArgs
+from components.webapp import CouchDBAccess, ExternalService, WebApp, WebAppArgs
 from components.workload import ContainerResources, Scheduling
 from infra.settings import FRENCH_REGIONS, ResourceSettings, Settings, quantity_value
 from supervision.context import Retention
@@ -57,6 +57,8 @@ def container_resources(settings: ResourceSettings) -> ContainerResources:
         memory_request=settings.memory_request,
         memory_limit=settings.memory_limit,
         cpu_limit=settings.cpu_limit,
+        ephemeral_storage_request=settings.ephemeral_storage_request,
+        ephemeral_storage_limit=settings.ephemeral_storage_limit,
     )
 
 
@@ -183,6 +185,12 @@ def build_environment(
         ),
         opts=in_namespace,
     )
+    if not settings.require_image_digests:
+        for key, image in settings.tag_only_images().items():
+            pulumi.log.warn(
+                f"onboarding:{key} {image} is pinned by tag only (requireImageDigests is "
+                "false): what the tag points at can change in the registry"
+            )
     if settings.backup.object_storage is None:
         pulumi.log.warn(
             f"onboarding:backup.objectStorage is not set: the backups of {env} stay on a volume "
@@ -219,6 +227,10 @@ def build_environment(
             ),
             ingress_namespace=settings.ingress.controller_namespace,
             metrics_namespace=settings.monitoring.namespace,
+            egress=[
+                ExternalService(rule.name, rule.cidrs, rule.ports, rule.host)
+                for rule in settings.webapp.egress
+            ],
         ),
         # The app user exists, with the Secret's password, once the setup Job ran: after a
         # rotation the site's pods roll only when the new password works.

@@ -405,7 +405,10 @@ def test_rotating_the_admin_password_rolls_the_couchdb_pods_and_replaces_nothing
     assert admins_entry(escrowed) != admins
     assert escrowed.held_keys() == keys
     rolled = escrowed.manifest("StatefulSet", "couchdb")["spec"]["template"]["metadata"]
-    assert rolled["annotations"]["checksum/secret"] != template["annotations"]["checksum/secret"]
+    assert (
+        rolled["annotations"]["checksum/server-keys"]
+        != template["annotations"]["checksum/server-keys"]
+    )
     assert rolled["annotations"]["checksum/config"] == template["annotations"]["checksum/config"]
     assert escrowed.protected() == protected
 

@@ -138,13 +138,34 @@ def test_generated_secrets_are_stable_across_updates(prod: list[Recorded]) -> No
     )
 
 
-def test_erlang_cookie_comes_from_the_secret_not_the_command_line(stack: list[Recorded]) -> None:
-    container = pod_spec(stack)["containers"][0]
-    cookie = next(e for e in container["env"] if e["name"] == "COUCHDB_ERLANG_COOKIE")
-    assert cookie["valueFrom"]["secretKeyRef"] == {"name": "couchdb-server", "key": "erlangCookie"}
+def test_erlang_cookie_is_a_file_from_the_secret_never_an_env_value_nor_an_argument(
+    stack: list[Recorded],
+) -> None:
+    spec = pod_spec(stack)
+    container = spec["containers"][0]
+    assert not any("COOKIE" in e["name"].upper() for e in container["env"])
     # The image's entrypoint is kept; the zone start script, its args, never names the cookie.
     assert "command" not in container
     assert not any("COOKIE" in arg.upper() for arg in container.get("args", []))
+    # Copied by the init container from the Secret's file into memory, mounted where Erlang
+    # reads it ($HOME/.erlang.cookie).
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    cookie_mount = next(
+        m for m in container["volumeMounts"] if m["mountPath"] == "/opt/couchdb/.erlang.cookie"
+    )
+    assert volumes[cookie_mount["name"]]["emptyDir"]["medium"] == "Memory"
+    assert {"name": "HOME", "value": "/opt/couchdb"} in container["env"]
+    (init,) = spec["initContainers"]
+    sources = {m["name"] for m in init["volumeMounts"]}
+    assert cookie_mount["name"] in sources
+    secret_sources = [volumes[name]["secret"] for name in sources if "secret" in volumes[name]]
+    assert secret_sources == [
+        {
+            "secretName": "couchdb-server",
+            "defaultMode": 0o440,
+            "items": [{"key": "erlangCookie", "path": "erlangCookie"}],
+        }
+    ]
 
 
 def test_setup_job_reruns_exactly_when_the_cluster_spec_changes(prod: list[Recorded]) -> None:
@@ -172,7 +193,7 @@ def test_setup_job_runs_the_ops_tool_with_the_cluster_settings(prod: list[Record
 
 
 @pytest.mark.parametrize("kind", ["StatefulSet", "Deployment", "Job", "CronJob"])
-def test_every_pod_runs_unprivileged_with_requests_and_memory_limits(
+def test_every_pod_runs_unprivileged_read_only_with_requests_and_limits(
     stack: list[Recorded], kind: str
 ) -> None:
     for workload in by_kind(stack, kind):
@@ -185,12 +206,14 @@ def test_every_pod_runs_unprivileged_with_requests_and_memory_limits(
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
         assert pod["enableServiceLinks"] is False
-        for container in pod["containers"]:
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False
             assert security["capabilities"] == {"drop": ["ALL"]}
-            assert set(container["resources"]["requests"]) == {"cpu", "memory"}
-            assert "memory" in container["resources"]["limits"]
+            assert security["readOnlyRootFilesystem"] is True
+            requests = container["resources"]["requests"]
+            assert set(requests) == {"cpu", "memory", "ephemeral-storage"}
+            assert {"memory", "ephemeral-storage"} <= set(container["resources"]["limits"])
 
 
 def test_couchdb_never_compacts_a_view_by_itself(stack: list[Recorded]) -> None:

@@ -22,12 +22,35 @@ def world(stack: list[Recorded]) -> tuple[Policies, dict[str, Pod]]:
     return Policies(stack), pods
 
 
-def test_web_app_and_every_ops_job_reach_couchdb_http(stack: list[Recorded]) -> None:
+def test_web_app_and_the_ops_jobs_that_use_couchdb_reach_its_http_port(
+    stack: list[Recorded],
+) -> None:
     policies, pods = world(stack)
+    setup = next(n for n in pods if n.startswith("couchdb-setup-"))
     clients = [n for n in pods if n == "webapp" or n.startswith(("couchops-", "couchdb-setup-"))]
-    assert len(clients) == 6  # site, setup Job, backup, backup verify, backup expiry, purge
-    for name in clients:
+    assert sorted(clients) == sorted(
+        [
+            "webapp",
+            setup,
+            "couchops-backup",
+            "couchops-backup-verify",
+            "couchops-backup-expire",
+            "couchops-purge",
+        ]
+    )
+    for name in ("webapp", "couchops-backup", "couchops-purge", setup):
         assert policies.can_connect(pods[name], pods["couchdb"], COUCHDB_HTTP), name
+
+
+@pytest.mark.parametrize("job", ["couchops-backup-verify", "couchops-backup-expire"])
+def test_jobs_that_only_read_or_delete_backups_cannot_reach_couchdb(
+    stack: list[Recorded], job: str
+) -> None:
+    """`couchops verify` (without --live) and `backup-expire` open no connection to CouchDB:
+    their pods get no way to its port, from either side's policies."""
+    policies, pods = world(stack)
+    for port in (COUCHDB_HTTP, EPMD, DIST, METRICS):
+        assert not policies.can_connect(pods[job], pods["couchdb"], port), port
 
 
 @pytest.mark.parametrize("source", ["ingress-controller", "prometheus", "intruder", "other-env"])

@@ -69,7 +69,7 @@ def test_rotating_the_admin_password_rolls_couchdb_and_nothing_else(
     after = rotated(admin=1)
     assert changed(baseline, after) == {
         ADMIN,
-        "prod-couchdb-admin-secret",  # read by every ops job when it starts
+        "prod-couchdb-admin-secret",  # read by the ops jobs that reach CouchDB, at start
         "prod-couchdb-server-secret",  # the admin's hash, in 20-secrets.ini
         "prod-couchdb-statefulset",  # whose pods mount that file by subPath
     }
@@ -77,7 +77,7 @@ def test_rotating_the_admin_password_rolls_couchdb_and_nothing_else(
     assert admin != one(baseline, "Secret", "couchdb-admin").inputs["stringData"]["adminPassword"]
     before_sts = template_annotations(baseline, "StatefulSet")
     after_sts = template_annotations(after, "StatefulSet")
-    assert after_sts["checksum/secret"] != before_sts["checksum/secret"]
+    assert after_sts["checksum/server-keys"] != before_sts["checksum/server-keys"]
     assert after_sts["checksum/config"] == before_sts["checksum/config"]
     # The admin is in the server's config, not in a CouchDB document: no setup to re-run.
     assert setup_job_name(after) == setup_job_name(baseline)
