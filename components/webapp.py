@@ -65,6 +65,8 @@ from components.workload import (
 
 NAME = "webapp"
 SERVICE_PORT = 80
+# The container port serving the metrics and the health path; not on the Service.
+MANAGEMENT_PORT_NAME = "management"
 WEBAPP_RUN_AS = RunAs(user=10001, group=10001)
 TMP_SIZE_LIMIT = "256Mi"
 
@@ -97,7 +99,10 @@ class WebAppArgs:
     environment: str
     namespace: pulumi.Input[str]
     image: str
+    # The site's port, the only one the edge routes to; the management port serves the
+    # metrics and the health path, for Prometheus and the kubelet only.
     port: int
+    management_port: int
     health_path: str
     min_replicas: int
     max_replicas: int
@@ -105,9 +110,10 @@ class WebAppArgs:
     resources: ContainerResources
     scheduling: Scheduling
     couchdb: CouchDBAccess
-    # Namespaces whose pods may open the site's port: the ingress controller's, and the
-    # monitoring one for the scrape.
+    # The edge's proxies (pods of ingress_namespace carrying ingress_pod_labels) may open the
+    # public port only; the monitoring namespace's pods the management port only.
     ingress_namespace: str
+    ingress_pod_labels: Mapping[str, str]
     metrics_namespace: str
     # The only destinations outside the cluster the site may open; empty: none (the
     # namespace's policies allow DNS, and the CouchDB client label CouchDB's port).
@@ -169,9 +175,18 @@ class WebApp(pulumi.ComponentResource):
                             ContainerArgs(
                                 name=NAME,
                                 image=args.image,
-                                ports=[ContainerPortArgs(name="http", container_port=args.port)],
+                                ports=[
+                                    ContainerPortArgs(name="http", container_port=args.port),
+                                    ContainerPortArgs(
+                                        name=MANAGEMENT_PORT_NAME,
+                                        container_port=args.management_port,
+                                    ),
+                                ],
                                 env=[
                                     EnvVarArgs(name="PORT", value=str(args.port)),
+                                    EnvVarArgs(
+                                        name="MANAGEMENT_PORT", value=str(args.management_port)
+                                    ),
                                     EnvVarArgs(name="COUCHDB_URL", value=args.couchdb.url),
                                     EnvVarArgs(
                                         name="COUCHDB_DATABASE", value=args.couchdb.database
@@ -190,12 +205,16 @@ class WebApp(pulumi.ComponentResource):
                                 resources=args.resources.to_args(),
                                 security_context=restricted_container(),
                                 readiness_probe=ProbeArgs(
-                                    http_get=HTTPGetActionArgs(path=args.health_path, port="http"),
+                                    http_get=HTTPGetActionArgs(
+                                        path=args.health_path, port=MANAGEMENT_PORT_NAME
+                                    ),
                                     period_seconds=5,
                                     failure_threshold=3,
                                 ),
                                 liveness_probe=ProbeArgs(
-                                    http_get=HTTPGetActionArgs(path=args.health_path, port="http"),
+                                    http_get=HTTPGetActionArgs(
+                                        path=args.health_path, port=MANAGEMENT_PORT_NAME
+                                    ),
                                     initial_delay_seconds=10,
                                     period_seconds=15,
                                     failure_threshold=4,
@@ -291,13 +310,27 @@ class WebApp(pulumi.ComponentResource):
                 pod_selector=LabelSelectorArgs(match_labels=self.selector_labels),
                 policy_types=["Ingress"],
                 ingress=[
+                    # The edge's proxies: the public port, never the management one.
                     NetworkPolicyIngressRuleArgs(
                         from_=[
-                            from_namespace(args.ingress_namespace),
-                            from_namespace(args.metrics_namespace),
+                            NetworkPolicyPeerArgs(
+                                namespace_selector=LabelSelectorArgs(
+                                    match_labels={
+                                        "kubernetes.io/metadata.name": args.ingress_namespace
+                                    }
+                                ),
+                                pod_selector=LabelSelectorArgs(
+                                    match_labels=dict(args.ingress_pod_labels)
+                                ),
+                            )
                         ],
                         ports=[NetworkPolicyPortArgs(protocol="TCP", port=args.port)],
-                    )
+                    ),
+                    # Prometheus: the management port (metrics), never the public one.
+                    NetworkPolicyIngressRuleArgs(
+                        from_=[from_namespace(args.metrics_namespace)],
+                        ports=[NetworkPolicyPortArgs(protocol="TCP", port=args.management_port)],
+                    ),
                 ],
             ),
             opts=child,

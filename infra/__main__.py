@@ -18,7 +18,7 @@ provider = kubernetes_provider(stack, deploy_target(stack, settings.kube_context
 platform = build_environment(settings, pulumi.ResourceOptions(providers=[provider]))
 
 pulumi.export("namespace", settings.namespace)
-pulumi.export("publicUrl", platform.ingress.url)
+pulumi.export("publicUrl", platform.edge.url)
 pulumi.export("couchdbUrl", platform.couchdb.url)
 pulumi.export("couchdbNodes", platform.couchdb.node_names)
 pulumi.export("couchdbAdminPassword", platform.couchdb.admin_password)

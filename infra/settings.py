@@ -392,10 +392,27 @@ class EgressRule(_Model):
     host: Annotated[str, Field(pattern=_FQDN.pattern, max_length=253)] | None = None
 
 
+# A Gateway API PathPrefix: '/' or '/'-separated non-empty segments, no trailing '/'.
+_PATH_PREFIX = re.compile(r"^/([A-Za-z0-9_.~-]+(/[A-Za-z0-9_.~-]+)*)?$")
+PathPrefix = Annotated[str, Field(pattern=_PATH_PREFIX.pattern, max_length=1024)]
+
+
+def _within(path: str, prefix: str) -> bool:
+    """Whether a PathPrefix match on `prefix` covers `path` (segment-wise, as Gateway API)."""
+    prefix = prefix.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
 class WebAppSettings(_Model):
+    """The agency's image serves the site on `port` (the only port the edge routes to) and
+    its management endpoints, `metricsPath` and `healthPath`, on `managementPort`, which only
+    Prometheus (the scrape) and the kubelet (the probes) reach."""
+
     image: Image
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    management_port: Annotated[int, Field(ge=1024, le=65535)] = 9090
     health_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/_.-]*$")] = "/healthz"
+    metrics_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/_.-]*$")] = "/metrics"
     min_replicas: Annotated[int, Field(ge=1, le=50)]
     max_replicas: Annotated[int, Field(ge=1, le=100)]
     target_cpu_utilization: Annotated[int, Field(ge=10, le=95)] = 65
@@ -414,6 +431,16 @@ class WebAppSettings(_Model):
         return self
 
     @model_validator(mode="after")
+    def _management_port_of_its_own(self) -> Self:
+        if self.management_port == self.port:
+            raise RuleViolation(
+                "managementPort",
+                self.management_port,
+                "is the public port too (allowed: a port of its own, which no route reaches)",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _replica_range(self) -> Self:
         if self.max_replicas < self.min_replicas:
             raise RuleViolation(
@@ -424,13 +451,60 @@ class WebAppSettings(_Model):
         return self
 
 
+class GatewaySettings(_Model):
+    """The Gateway API implementation the hosting provider runs: Envoy Gateway (its policy
+    kinds set TLS, rate limit and body limit), with a GatewayClass of that name."""
+
+    class_name: Annotated[str, Field(pattern=_DNS_SUBDOMAIN.pattern, max_length=253)] = (
+        "envoy-gateway"
+    )
+    # Where Envoy Gateway runs this Gateway's proxies (its own namespace, by default): the
+    # only pods that may open the site's public port.
+    proxy_namespace: DnsLabel = "envoy-gateway-system"
+
+
 class IngressSettings(_Model):
+    """The public edge: a Gateway of this environment (HTTPS, HTTP only to redirect) and an
+    HTTPRoute sending `publicPaths` of `host` to the site's public port."""
+
     host: Annotated[str, Field(pattern=_FQDN.pattern, max_length=253)]
-    class_name: DnsLabel = "nginx"
     cluster_issuer: DnsLabel
-    controller_namespace: DnsLabel = "ingress-nginx"
+    gateway: GatewaySettings = GatewaySettings()
+    # Path prefixes the Internet may reach (Gateway API PathPrefix: '/shop' matches /shop
+    # and /shop/..., not /shopping); anything else answers 404 at the edge.
+    public_paths: Annotated[list[PathPrefix], Field(min_length=1, max_length=16)] = ["/"]
+    # Per client address, per Envoy replica (a local rate limit).
     rate_limit_rps: Annotated[int, Field(ge=1, le=10_000)] = 20
-    max_body_size: Annotated[str, Field(pattern=r"^[0-9]+[kmKM]?$")] = "2m"
+    # The largest request body, as ingress-nginx spelled it: bytes, or k/m for KiB/MiB.
+    max_body_size: Annotated[str, Field(pattern=r"^[1-9][0-9]*[kmKM]?$")] = "2m"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_ingress_nginx_keys(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in ("className", "controllerNamespace", "class_name", "controller_namespace"):
+                if key in data:
+                    raise RuleViolation(
+                        key,
+                        data[key],
+                        "belongs to the retired ingress-nginx edge (allowed: "
+                        "gateway.className and gateway.proxyNamespace, Gateway API)",
+                    )
+        return data
+
+    @field_validator("public_paths")
+    @classmethod
+    def _paths_unique(cls, value: list[str]) -> list[str]:
+        for path, count in Counter(value).items():
+            if count > 1:
+                raise ValueError(f"'{path}' is listed {count} times (allowed: each path once)")
+        return value
+
+    def max_body_quantity(self) -> str:
+        """maxBodySize as a Kubernetes quantity ("2m" -> "2Mi", "512k" -> "512Ki")."""
+        size = self.max_body_size
+        suffix = {"k": "Ki", "m": "Mi"}.get(size[-1].lower())
+        return size[:-1] + suffix if suffix else size
 
 
 class OpsSettings(_Model):
@@ -790,6 +864,22 @@ class Settings(_Model):
                 f"'{value}' is not a supported Kubernetes version (allowed: 1.30.0 to 1.35.x)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _management_paths_not_public(self) -> Self:
+        for path in self.ingress.public_paths:
+            for name, management in (
+                ("metricsPath", self.webapp.metrics_path),
+                ("healthPath", self.webapp.health_path),
+            ):
+                if _within(path, management):
+                    raise RuleViolation(
+                        "ingress.publicPaths",
+                        path,
+                        f"lies within webapp.{name} {management}, a management path "
+                        "(allowed: public paths only; the management port is never routed)",
+                    )
+        return self
 
     @model_validator(mode="after")
     def _environment_rules(self) -> Self:

@@ -6,7 +6,9 @@
 #   3. pulumi up --yes                 (writes rendered/<stack>/; timed)
 #   4. every manifest validated: built-in kinds by kubernetes-validate --strict against the
 #      stack's onboarding:kubernetesVersion, custom resources (PodMonitor, Probe,
-#      PrometheusRule, ...) by explicit checks and promtool (tests/integration/manifest_check.py)
+#      PrometheusRule, Gateway, HTTPRoute, ...) by explicit checks, promtool and their CRDs'
+#      schemas (copied from Go module zips by scripts/bootstrap-kube.sh crds)
+#      (tests/integration/manifest_check.py)
 #   5. pulumi preview --expect-no-changes   (a second run of an unchanged program changes nothing)
 #
 #   scripts/render-and-validate.sh              # prod and preprod
@@ -76,7 +78,8 @@ for stack in "${stacks[@]}"; do
 
 	version=$(.venv/bin/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["config"]["onboarding:kubernetesVersion"])' "Pulumi.$stack.yaml") ||
 		die "Pulumi.$stack.yaml has no onboarding:kubernetesVersion"
-	.venv/bin/python tests/integration/manifest_check.py "$out" --kubernetes-version "$version" ||
+	# --bootstrap-crds: custom resources also against their CRDs' schemas (scripts/bootstrap-kube.sh crds)
+	.venv/bin/python tests/integration/manifest_check.py "$out" --kubernetes-version "$version" --bootstrap-crds ||
 		die "manifests of $stack do not validate (above)"
 
 	start=$SECONDS

@@ -21,8 +21,8 @@ from components.couchdb_cluster import (
     CouchDBClusterArgs,
     PasswordGenerations,
 )
+from components.edge import Edge, EdgeArgs, proxy_pod_labels
 from components.gdpr_purge import GdprPurge, GdprPurgeArgs
-from components.ingress import Ingress, IngressArgs
 from components.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
 from components.namespace import EnvironmentNamespace, EnvironmentNamespaceArgs, Quota
 from components.node_pool import NodePool, NodePoolArgs, PoolNode
@@ -44,7 +44,7 @@ class Environment:
     node_pool: NodePool
     couchdb: CouchDBCluster
     webapp: WebApp
-    ingress: Ingress
+    edge: Edge
     backups: Backups
     purge: GdprPurge
     monitoring: Monitoring
@@ -212,6 +212,7 @@ def build_environment(
             namespace=namespace.name,
             image=settings.webapp.image,
             port=settings.webapp.port,
+            management_port=settings.webapp.management_port,
             health_path=settings.webapp.health_path,
             min_replicas=settings.webapp.min_replicas,
             max_replicas=settings.webapp.max_replicas,
@@ -225,7 +226,8 @@ def build_environment(
                 client_labels=couchdb.client_labels,
                 credentials_digest=couchdb.app_credentials_digest,
             ),
-            ingress_namespace=settings.ingress.controller_namespace,
+            ingress_namespace=settings.ingress.gateway.proxy_namespace,
+            ingress_pod_labels=proxy_pod_labels(settings.namespace),
             metrics_namespace=settings.monitoring.namespace,
             egress=[
                 ExternalService(rule.name, rule.cidrs, rule.ports, rule.host)
@@ -239,19 +241,19 @@ def build_environment(
         ),
     )
 
-    ingress = Ingress(
-        f"{env}-ingress",
-        IngressArgs(
+    edge = Edge(
+        f"{env}-edge",
+        EdgeArgs(
             environment=env,
             namespace=namespace.name,
-            namespace_name=settings.namespace,
             host=settings.ingress.host,
-            class_name=settings.ingress.class_name,
+            gateway_class=settings.ingress.gateway.class_name,
             cluster_issuer=settings.ingress.cluster_issuer,
+            public_paths=settings.ingress.public_paths,
             backend_service=site.service_name,
             backend_port=site.service_port,
             rate_limit_rps=settings.ingress.rate_limit_rps,
-            max_body_size=settings.ingress.max_body_size,
+            max_body_size=settings.ingress.max_body_quantity(),
         ),
         opts=in_namespace,
     )
@@ -302,8 +304,13 @@ def build_environment(
                 path="/_node/_local/_prometheus",
             ),
             couchdb_replicas=settings.couchdb.replicas,
-            webapp=ScrapeTarget(job=webapp.NAME, selector_labels=site.selector_labels, port="http"),
-            public_url=ingress.url,
+            webapp=ScrapeTarget(
+                job=webapp.NAME,
+                selector_labels=site.selector_labels,
+                port=webapp.MANAGEMENT_PORT_NAME,
+                path=settings.webapp.metrics_path,
+            ),
+            public_url=edge.url,
             monitoring_namespace=settings.monitoring.namespace,
             prometheus_release=settings.monitoring.prometheus_release,
             pushgateway_url=settings.monitoring.pushgateway_url,
@@ -338,5 +345,5 @@ def build_environment(
             ),
         )
     return Environment(
-        namespace, pool, couchdb, site, ingress, backups, purge, monitoring, consolidation
+        namespace, pool, couchdb, site, edge, backups, purge, monitoring, consolidation
     )

@@ -20,11 +20,16 @@ from typing import Any
 import pytest
 import yaml
 
+from infra.settings import parse_settings
 from tests.integration.manifest_check import (
+    bootstrap_crd_dirs,
     load_manifests,
     stack_kubernetes_version,
     validate_directory,
 )
+from tests.unit.edge_expect import expected_reach, problems
+from tests.unit.edge_reach import reachable
+from tests.unit.harness import raw_stack
 
 pytestmark = pytest.mark.integration
 
@@ -160,9 +165,14 @@ def stack_config(stack: str) -> dict[str, Any]:
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_rendered_manifest_validates_strictly(runs: dict[str, Run], stack: str) -> None:
     run = runs[stack]
-    report = validate_directory(run.rendered, stack_kubernetes_version(REPO, stack))
+    report = validate_directory(
+        run.rendered, stack_kubernetes_version(REPO, stack), bootstrap_crd_dirs(REPO)
+    )
     assert report.errors == []
     assert report.builtin > 20, report.by_kind
+    # Gateway, 2 HTTPRoutes, Certificate, 2 Envoy Gateway policies, 2 PodMonitors, Probe,
+    # PrometheusRule at least: each against its CRD's schema
+    assert report.schema_checked >= 10, report.by_kind
     for kind in [
         "StatefulSet",
         "Service",
@@ -172,6 +182,17 @@ def test_every_rendered_manifest_validates_strictly(runs: dict[str, Run], stack:
         "CronJob",
     ]:
         assert report.by_kind.get(kind), f"no {kind} rendered for {stack}: {report.by_kind}"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_internet_reaches_exactly_the_public_paths(runs: dict[str, Run], stack: str) -> None:
+    """From the rendered files: the Gateway's listeners, through the HTTPRoutes, to Services and
+    the containerPorts their selectors reach, plus every LoadBalancer/NodePort Service, host
+    port and Ingress: exactly the host's public paths on the site's public port."""
+    settings = parse_settings(raw_stack(stack))
+    reach = reachable(m for _, m in load_manifests(runs[stack].rendered))
+    assert problems(reach, settings) == []
+    assert reach == expected_reach(settings)
 
 
 @pytest.mark.parametrize("stack", STACKS)

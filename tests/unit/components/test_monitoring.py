@@ -43,9 +43,15 @@ def test_pod_monitors_select_exactly_their_workload_on_a_declared_port(
         assert monitor.spec["podMetricsEndpoints"][0]["port"] in ports
 
 
-def test_probe_checks_the_public_url_the_ingress_serves(stack: list[Recorded]) -> None:
+def test_probe_checks_the_public_url_the_gateway_serves(stack: list[Recorded]) -> None:
     probe = one(stack, "Probe")
-    host = one(stack, "Ingress").spec["rules"][0]["host"]
+    (listener,) = [
+        listener
+        for listener in one(stack, "Gateway").spec["listeners"]
+        if listener["protocol"] == "HTTPS"
+    ]
+    host = listener["hostname"]
+    assert one(stack, "HTTPRoute", "onboarding").spec["hostnames"] == [host]
     assert probe.spec["targets"]["staticConfig"]["static"] == [f"https://{host}/"]
     assert probe.spec["jobName"] == "blackbox"
     assert probe.spec["module"] == "http_2xx"

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from components.edge import proxy_pod_labels
 from tests.unit.harness import Recorded
 from tests.unit.netpol import Pod, Policies, pod_templates
 
 COUCHDB_HTTP, EPMD, DIST, METRICS = 5984, 4369, 9100, 17986
+SITE, SITE_MANAGEMENT = 8080, 9090
 
 
 def world(stack: list[Recorded]) -> tuple[Policies, dict[str, Pod]]:
     pods = pod_templates(stack)
     namespace = pods["couchdb"].namespace
+    # Envoy Gateway's proxies for this environment's Gateway, and for another Gateway.
     pods["ingress-controller"] = Pod(
-        "ingress-controller", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}
+        "ingress-controller", "envoy-gateway-system", proxy_pod_labels(namespace)
+    )
+    pods["other-gateway"] = Pod(
+        "other-gateway", "envoy-gateway-system", proxy_pod_labels("onboarding-other")
     )
     pods["prometheus"] = Pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
     pods["intruder"] = Pod("intruder", namespace, {"run": "debug-shell"})
@@ -53,7 +59,9 @@ def test_jobs_that_only_read_or_delete_backups_cannot_reach_couchdb(
         assert not policies.can_connect(pods[job], pods["couchdb"], port), port
 
 
-@pytest.mark.parametrize("source", ["ingress-controller", "prometheus", "intruder", "other-env"])
+@pytest.mark.parametrize(
+    "source", ["ingress-controller", "other-gateway", "prometheus", "intruder", "other-env"]
+)
 def test_nothing_else_reaches_couchdb_http(stack: list[Recorded], source: str) -> None:
     policies, pods = world(stack)
     assert not policies.can_connect(pods[source], pods["couchdb"], COUCHDB_HTTP)
@@ -75,11 +83,19 @@ def test_metrics_port_is_open_to_the_monitoring_namespace_only(stack: list[Recor
     assert not policies.can_connect(pods["intruder"], pods["couchdb"], METRICS)
 
 
-def test_site_is_reachable_from_the_ingress_controller_only(stack: list[Recorded]) -> None:
+def test_site_is_reachable_from_its_gateway_s_proxies_only(stack: list[Recorded]) -> None:
     policies, pods = world(stack)
-    assert policies.can_connect(pods["ingress-controller"], pods["webapp"], 8080)
-    assert not policies.can_connect(pods["intruder"], pods["webapp"], 8080)
-    assert not policies.can_connect(pods["other-env"], pods["webapp"], 8080)
+    assert policies.can_connect(pods["ingress-controller"], pods["webapp"], SITE)
+    for source in ("intruder", "other-env", "other-gateway", "prometheus"):
+        assert not policies.can_connect(pods[source], pods["webapp"], SITE), source
+
+
+def test_management_port_is_open_to_the_monitoring_namespace_only(stack: list[Recorded]) -> None:
+    """Metrics and health: Prometheus scrapes them, the edge's proxies never reach them."""
+    policies, pods = world(stack)
+    assert policies.can_connect(pods["prometheus"], pods["webapp"], SITE_MANAGEMENT)
+    for source in ("ingress-controller", "other-gateway", "intruder", "other-env"):
+        assert not policies.can_connect(pods[source], pods["webapp"], SITE_MANAGEMENT), source
 
 
 def test_unlabelled_pod_in_the_namespace_can_reach_nothing_but_dns(stack: list[Recorded]) -> None:
@@ -87,5 +103,5 @@ def test_unlabelled_pod_in_the_namespace_can_reach_nothing_but_dns(stack: list[R
     dns = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"})
     assert policies.can_connect(pods["intruder"], dns, 53)
     for target in ("couchdb", "webapp"):
-        for port in (COUCHDB_HTTP, 8080, EPMD, DIST, METRICS):
+        for port in (COUCHDB_HTTP, SITE, SITE_MANAGEMENT, EPMD, DIST, METRICS):
             assert not policies.can_connect(pods["intruder"], pods[target], port)
