@@ -14,6 +14,11 @@ handed to the entrypoint as an environment variable (where `kubectl describe`, c
 and child processes would see it): the init container copies it from the Secret's file into
 a memory-backed emptyDir, owner-only as Erlang demands, mounted where Erlang reads it
 (`$HOME/.erlang.cookie`). Everything else stays read-only: the release, the image's scripts.
+
+Checked by hand on a real CouchDB 3.5.2 release with the official 3.5.x entrypoint, these
+volumes and this init script (scripts/check-couchdb-readonly.sh): the node starts, names
+itself, finishes the cluster, writes its config changes and data, and pings with the cookie;
+without the etc volume the entrypoint stops at its `touch` (read-only file system).
 """
 
 from __future__ import annotations
