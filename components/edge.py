@@ -101,7 +101,9 @@ class Edge(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         labels = standard_labels(NAME, args.environment, "edge")
         self.host = args.host
-        self.url = f"https://{args.host}/"
+        # The site's address (the stack output publicUrl, the blackbox probe's target): its
+        # first public path.
+        self.url = f"https://{args.host}{args.public_paths[0]}"
         self.tls_secret_name = f"{NAME}-tls"
 
         def metadata(resource_name: str) -> ObjectMetaArgs:
@@ -238,8 +240,9 @@ class Edge(pulumi.ComponentResource):
                 },
                 # Envoy Gateway: a request buffer needs a connection buffer as large.
                 "connection": {"bufferLimit": args.max_body_size},
-                # Headers with underscores can smuggle past header-name checks upstream.
-                "headers": {"withUnderscoresAction": "RejectRequest"},
+                # Headers with underscores can pass for others upstream (X_User as X-User):
+                # dropped, as ingress-nginx did.
+                "headers": {"withUnderscoresAction": "DropHeader"},
             },
             opts=policy_opts,
         )

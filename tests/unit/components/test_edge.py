@@ -95,6 +95,7 @@ def test_tls_policy_sets_tls_1_2_minimum_and_forward_secret_aead_ciphers(
     assert tls["ciphers"] == list(TLS_CIPHERS)
     for cipher in tls["ciphers"]:
         assert cipher.startswith("ECDHE-") and ("GCM" in cipher or "CHACHA20" in cipher)
+    assert policy.spec["headers"] == {"withUnderscoresAction": "DropHeader"}
 
 
 def test_rate_limit_per_client_and_body_limit(prod: list[Recorded]) -> None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from infra.settings import parse_settings
 from tests.unit.edge_expect import expected_reach, problems
-from tests.unit.edge_reach import reachable
-from tests.unit.harness import Recorded, raw_stack
+from tests.unit.edge_reach import path_covers, reachable
+from tests.unit.harness import Recorded, raw_stack, run_stack
 
 Manifest = dict[str, Any]
 
@@ -39,6 +40,24 @@ def test_the_internet_reaches_exactly_the_public_paths_on_the_public_port(
     reach = reachable(manifests(prod if env == "prod" else preprod))
     assert reach == expected_reach(settings)
     assert problems(reach, settings) == []
+
+
+@pytest.mark.parametrize("paths", [["/"], ["/ouverture", "/static"]])
+def test_the_blackbox_probe_targets_a_reachable_public_url(paths: list[str]) -> None:
+    """The supervision's view of the site (Probe) is a path the edge actually routes."""
+    raw = copy.deepcopy(raw_stack("prod"))
+    raw["ingress"]["publicPaths"] = paths
+    settings = parse_settings(raw)
+    stack = run_stack("prod", {"onboarding:ingress": raw["ingress"]}).resources
+    (probe,) = [r for r in stack if r.kind == "Probe"]
+    (url,) = probe.spec["targets"]["staticConfig"]["static"]
+    target = urlsplit(url)
+    assert target.scheme == "https"
+    reach = reachable(manifests(stack))
+    assert reach == expected_reach(settings)
+    assert any(
+        r.host == target.hostname and path_covers(r.path, target.path or "/") for r in reach
+    ), (url, reach)
 
 
 # --- the check fails on each way of opening more ------------------------------------------
