@@ -10,9 +10,12 @@
 # repository by version (like the Pulumi toolchain), so they never meet the project's pins.
 # It runs with --skip-download and BC_SKIP_MAPPING: nothing is fetched from Prisma Cloud.
 #
-# Secrets: the secrets framework scans every rendered manifest and both stack files, so a
-# secret literal in a ConfigMap, an env value, an annotation or a stack file fails the scan.
-# The rendered Secret objects themselves hold the generated passwords and keys in clear (render
+# Secrets: the secrets framework scans every rendered manifest and both stack files, so what
+# its detectors recognize (known key formats; a high-entropy value under a key named like
+# password, secret, token or key) fails the scan in a ConfigMap, an env value, an annotation
+# or a stack file. It is a net, not a proof: a random string under a neutral name passes it
+# (the policy pack and the settings, which refuse secrets in stack config, are the other
+# nets). The rendered Secret objects hold the generated passwords and keys in clear (render
 # mode writes what a deploy would send to the API server); the skip file excuses exactly those
 # files, by name (v1-secret-*), and nothing else.
 set -euo pipefail

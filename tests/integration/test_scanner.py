@@ -21,9 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 RENDERED = ROOT / "rendered"
 SKIPS = ROOT / "security" / "checkov-skips.txt"
 STACKS = ("prod", "preprod")
+SCANNER = ROOT / "scripts" / "scan-manifests.sh"
+# The virtualenv the scanner installs checkov into, at the version it pins.
+_VERSION = re.search(r"^CHECKOV_VERSION=(\S+)$", SCANNER.read_text(), re.MULTILINE)
+assert _VERSION is not None
 CHECKOV = (
     Path(os.environ.get("TOOLCHAIN_CACHE", Path.home() / ".cache" / "onboarding-toolchain"))
-    / "checkov-3.3.30"
+    / f"checkov-{_VERSION.group(1)}"
 )
 
 pytestmark = [
@@ -37,7 +41,7 @@ pytestmark = [
 
 def scan(*stacks: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(ROOT / "scripts" / "scan-manifests.sh"), *stacks],
+        [str(SCANNER), *stacks],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
