@@ -14,8 +14,8 @@
 #   - the 5 dedicated nodes named in Pulumi.prod.yaml, with their region and zone labels but
 #     without the pool label and taint: the prod stack's NodePatch resources add those;
 #     32 CPU / 128Gi / 110 pods allocatable each, room for both stacks;
-#   - a default StorageClass served by a stand-in provisioner, the `nginx` IngressClass with a
-#     stand-in for ingress-nginx's status update, and the CRDs of the Prometheus Operator
+#   - a default StorageClass served by a stand-in provisioner, the `envoy-gateway`
+#     GatewayClass (no Envoy Gateway controller behind it), and the CRDs of the Prometheus Operator
 #     (PodMonitor, Probe, PrometheusRule, ServiceMonitor), of the Gateway API standard channel,
 #     of Envoy Gateway's policies and of cert-manager (versions in scripts/bootstrap-kube.sh).
 #

@@ -3,16 +3,16 @@ hosting provider's cluster to the Pulumi program (scripts/kube-up.sh runs both c
 
   install   the 5 dedicated nodes (fake, managed by kwok) named in the prod stack file, with
             their region and zone labels but WITHOUT the pool label and taint (the prod stack's
-            NodePatch resources add those); a default StorageClass; the `nginx` IngressClass;
+            NodePatch resources add those); a default StorageClass; the `envoy-gateway`
+            GatewayClass (what installing Envoy Gateway gives the provider's cluster);
             the CRDs of the kinds the program creates (Prometheus Operator, Gateway API,
             Envoy Gateway policies, cert-manager): every *.yaml of each --crds directory.
-  run       two stand-in controllers, polling every second, for what the real cluster runs:
-            - a volume provisioner for that StorageClass (what the provider's CSI driver does):
-              a claim the scheduler has picked a node for gets a `local` PersistentVolume on
-              that node, pre-bound to it; a released volume is deleted;
-            - the ingress controller's status update (what ingress-nginx does): an Ingress of
-              class nginx gets an address in .status.loadBalancer, which Pulumi's Ingress await
-              waits for. The address is a documentation one (192.0.2.0/24): nothing listens.
+  run       a stand-in controller, polling every second, for what the real cluster runs:
+            a volume provisioner for that StorageClass (what the provider's CSI driver does):
+            a claim the scheduler has picked a node for gets a `local` PersistentVolume on
+            that node, pre-bound to it; a released volume is deleted. Envoy Gateway itself is
+            not there: the Gateway API objects are validated (schemas and CEL rules) and
+            stored, nothing programs a proxy (Pulumi does not wait for one).
 
 Nothing here creates, edits or admits a pod: scheduling, admission and pod status are the real
 scheduler's, the real API server's and kwok's.
@@ -39,8 +39,8 @@ from kubeapi import ApiError, KubeAPI
 
 PROVISIONER = "onboarding.local/fake-csi"
 STORAGE_CLASS = "onboarding-local"
-INGRESS_CLASS = "nginx"
-INGRESS_ADDRESS = "192.0.2.10"
+GATEWAY_CLASS = "envoy-gateway"
+GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
 # Enough for both stacks at full scale on any one node (prod's quota is ~13.5 CPU / 32 GiB
 # in all, preprod's ~4 CPU / 6 GiB).
 NODE_ALLOCATABLE = {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}
@@ -129,16 +129,7 @@ def install(api: KubeAPI, stack_file: Path, crds: list[Path]) -> None:
             "volumeBindingMode": "WaitForFirstConsumer",
         },
     )
-    api.apply(
-        f"/apis/networking.k8s.io/v1/ingressclasses/{INGRESS_CLASS}",
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "IngressClass",
-            "metadata": {"name": INGRESS_CLASS},
-            "spec": {"controller": "k8s.io/ingress-nginx"},
-        },
-    )
-    log(f"StorageClass {STORAGE_CLASS} (default) and IngressClass {INGRESS_CLASS} applied")
+    log(f"StorageClass {STORAGE_CLASS} (default) applied")
 
     installed = 0
     for directory in crds:
@@ -150,6 +141,17 @@ def install(api: KubeAPI, stack_file: Path, crds: list[Path]) -> None:
             installed += 1
         log(f"{len(files)} CRDs established from {directory.name}")
     log(f"{installed} CRDs established in all")
+
+    api.apply(
+        f"/apis/gateway.networking.k8s.io/v1/gatewayclasses/{GATEWAY_CLASS}",
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": GATEWAY_CLASS},
+            "spec": {"controllerName": GATEWAY_CONTROLLER},
+        },
+    )
+    log(f"GatewayClass {GATEWAY_CLASS} applied")
 
 
 def install_crd(api: KubeAPI, crd: dict[str, Any]) -> None:
@@ -238,21 +240,6 @@ def provision(api: KubeAPI) -> None:
             log(f"deleted released volume {pv['metadata']['name']}")
 
 
-def publish_ingress_status(api: KubeAPI) -> None:
-    for ingress in api.items("/apis/networking.k8s.io/v1/ingresses"):
-        meta = ingress["metadata"]
-        if ingress["spec"].get("ingressClassName") != INGRESS_CLASS:
-            continue
-        if ingress.get("status", {}).get("loadBalancer", {}).get("ingress"):
-            continue
-        api.merge_patch(
-            f"/apis/networking.k8s.io/v1/namespaces/{meta['namespace']}/ingresses/"
-            f"{meta['name']}/status",
-            {"status": {"loadBalancer": {"ingress": [{"ip": INGRESS_ADDRESS}]}}},
-        )
-        log(f"ingress {meta['namespace']}/{meta['name']}: published {INGRESS_ADDRESS}")
-
-
 def run(api: KubeAPI) -> None:
     stopping = False
 
@@ -262,13 +249,12 @@ def run(api: KubeAPI) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log(f"running: provisioner {PROVISIONER}, ingress status for class {INGRESS_CLASS}")
+    log(f"running: provisioner {PROVISIONER}")
     while not stopping:
-        for step in (provision, publish_ingress_status):
-            try:
-                step(api)
-            except (ApiError, OSError, KeyError) as error:
-                log(f"{step.__name__}: {error}")
+        try:
+            provision(api)
+        except (ApiError, OSError, KeyError) as error:
+            log(f"provision: {error}")
         time.sleep(1)
     log("stopped")
 

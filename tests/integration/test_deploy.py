@@ -6,9 +6,11 @@ kube-scheduler; only the nodes and the pods' containers are fake (KWOK: kwok-con
 scheduled pods Running and Ready, and pods of Jobs Succeeded). So what is proven here is what a
 real cluster would answer: server-side validation and defaulting, admission, the server-side
 apply of the NodePatch resources, the scheduler's required anti-affinity, tolerations and node
-affinity, and Pulumi's awaits (StatefulSet ready, Deployment available, Job complete, Ingress
-published). Not proven: anything inside a container (CouchDB itself, the web app, couchops),
-and NetworkPolicy enforcement (no CNI: the policies are only validated and stored).
+affinity, Pulumi's awaits (StatefulSet ready, Deployment available, Job complete), and the
+edge's custom resources (Gateway API, Envoy Gateway, cert-manager) checked against their CRDs.
+Not proven: anything inside a container (CouchDB itself, the web app, couchops), what the
+Envoy Gateway and cert-manager controllers would do with those resources (neither runs), and
+NetworkPolicy enforcement (no CNI: the policies are only validated and stored).
 
 The real CLI runs on a copy of the program with a throwaway local backend, KUBECONFIG set and
 ONBOARDING_RENDER unset: prod, then preprod on the same nodes (prod owns the node patches),
@@ -417,9 +419,27 @@ def test_namespace_holds_its_policies_budgets_autoscaler_and_cronjobs(
     assert any("backup" in n for n in names(cronjobs))
     quota = cluster.api.get(f"/api/v1/namespaces/{ns}/resourcequotas/environment-quota")
     assert quota["status"]["used"]["pods"] != "0"
-    ingresses = cluster.api.items(f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses")
-    assert len(ingresses) == 1
-    assert ingresses[0]["status"]["loadBalancer"]["ingress"]
+    # The edge: accepted by the API server against the Gateway API, Envoy Gateway and
+    # cert-manager CRDs (schemas and CEL rules); no ingress-nginx Ingress left.
+    assert cluster.api.items(f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses") == []
+    edge = stack_config(stack)["onboarding:ingress"]
+    (gateway,) = cluster.api.items(f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways")
+    assert gateway["spec"]["gatewayClassName"] == edge["gateway"]["className"]
+    assert cluster.api.get_or_none(
+        f"/apis/gateway.networking.k8s.io/v1/gatewayclasses/{edge['gateway']['className']}"
+    )
+    assert {listener["hostname"] for listener in gateway["spec"]["listeners"]} == {edge["host"]}
+    routes = cluster.api.items(f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes")
+    assert names(routes) == {"onboarding", "onboarding-https-redirect"}
+    for kind in ("clienttrafficpolicies", "backendtrafficpolicies"):
+        (policy,) = cluster.api.items(
+            f"/apis/gateway.envoyproxy.io/v1alpha1/namespaces/{ns}/{kind}"
+        )
+        assert policy["spec"]["targetRefs"][0]["name"] == gateway["metadata"]["name"]
+    certificate = cluster.api.get(
+        f"/apis/cert-manager.io/v1/namespaces/{ns}/certificates/onboarding-tls"
+    )
+    assert certificate["spec"]["dnsNames"] == [edge["host"]]
 
 
 @pytest.mark.parametrize("stack", STACKS)
