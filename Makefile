@@ -2,7 +2,7 @@
 STACK ?= prod
 SHELL := /bin/bash
 
-.PHONY: setup toolchain kube s3 up preview test lint kube-up kube-down
+.PHONY: setup toolchain kube s3 ci-linters up preview test lint kube-up kube-down
 
 setup:
 	scripts/setup.sh
@@ -19,14 +19,20 @@ s3:
 	scripts/bootstrap-seaweedfs.sh >/dev/null
 
 # Main job: a real `pulumi up` of $(STACK). Without a kubeconfig it renders every manifest
-# into rendered/$(STACK)/ (no cluster needed); with one, it deploys.
+# into rendered/$(STACK)/ (no cluster needed); with one, it deploys to the stack's
+# onboarding:kubeContext, with the team's passphrase, after showing the preview and asking
+# (no terminal: CONFIRM=1). See docs/state-backend.md.
 up: setup toolchain
 	scripts/pulumi.sh up $(STACK)
 
 preview: setup toolchain
 	scripts/pulumi.sh preview $(STACK)
 
-test: setup toolchain kube s3
+# The pipelines' checkers (actionlint, GitLab's CI schema, shellcheck), built once, cached.
+ci-linters:
+	scripts/bootstrap-ci-linters.sh >/dev/null
+
+test: setup toolchain kube s3 ci-linters
 	.venv/bin/pytest
 
 lint: setup

@@ -1,4 +1,5 @@
 # Offline defaults for running the real Pulumi CLI on this project. Source it, don't run it:
+# shellcheck shell=bash
 #   source scripts/pulumi-env.sh
 # It does not build anything; scripts/bootstrap-toolchain.sh does (make toolchain).
 #
