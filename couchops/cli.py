@@ -284,6 +284,7 @@ def connect(settings: Settings) -> Couch:
         timeout=settings.http_timeout_seconds,
         retries=settings.http_retries,
         node_urls=settings.node_urls,
+        ca_file=str(settings.ca_file) if settings.ca_file else None,
     )
 
 

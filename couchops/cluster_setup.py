@@ -496,7 +496,10 @@ def ensure_app_user(couch: Couch, settings: Settings, report: SetupReport) -> No
     password = settings.app_password.get_secret_value()
     try:
         session = requests.get(
-            couch.url + "/_session", auth=(name, password), timeout=couch.timeout
+            couch.url + "/_session",
+            auth=(name, password),
+            timeout=couch.timeout,
+            verify=couch.verify,
         )
         logged_in = (
             session.status_code == 200 and session.json().get("userCtx", {}).get("name") == name

@@ -202,6 +202,7 @@ class Couch:
         backoff: float = 0.5,
         pool_size: int = 32,
         node_urls: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._options: dict[str, Any] = {
@@ -210,6 +211,7 @@ class Couch:
             "retries": retries,
             "backoff": backoff,
             "pool_size": pool_size,
+            "ca_file": ca_file,
         }
         self._node_url = parse_node_urls(node_urls) if node_urls else None
         self._nodes: dict[str, Couch | None] = {}
@@ -217,6 +219,10 @@ class Couch:
         self.user = credentials[0] if credentials else None
         self.timeout = timeout
         self._is_couchdb: bool | None = None
+        # HTTPS is always verified: against the CA that issued CouchDB's certificate when given
+        # (COUCHDB_CA_FILE, the cluster's own CA), else against the system's trusted CAs. Given
+        # with each request: requests lets REQUESTS_CA_BUNDLE override a Session's `verify`.
+        self.verify: str | bool = ca_file if ca_file else True
         self.session = requests.Session()
         if credentials:
             self.session.auth = credentials
@@ -317,6 +323,7 @@ class Couch:
                 headers=hdrs,
                 timeout=(min(10.0, wait), wait),
                 stream=stream,
+                verify=self.verify,
             )
         except requests.exceptions.Timeout as exc:
             raise CouchError(

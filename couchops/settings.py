@@ -30,6 +30,7 @@ ENV_NAMES: dict[str, str] = {
     "admin_password": "COUCHDB_ADMIN_PASSWORD",
     "nodes": "COUCHDB_NODES",
     "node_urls": "COUCHDB_NODE_URLS",
+    "ca_file": "COUCHDB_CA_FILE",
     "database": "COUCHDB_DATABASE",
     "shards": "COUCHDB_SHARDS",
     "replicas": "COUCHDB_REPLICAS",
@@ -73,6 +74,9 @@ class Settings(BaseModel):
     admin_password: SecretStr | None = None
     nodes: tuple[str, ...] = ()
     node_urls: str | None = None
+    ca_file: Path | None = None
+    """PEM file of the CA that issued CouchDB's certificate: HTTPS is verified against it
+    (without it, against the system's CAs); never switched off."""
     database: str = "onboarding"
     shards: Annotated[int, Field(ge=1, le=64)] = 2
     replicas: Annotated[int, Field(ge=1, le=5)] = 3
@@ -115,6 +119,19 @@ class Settings(BaseModel):
             return None
         parse_node_urls(value)
         return value.strip()
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is None or not str(value).strip():
+            return None
+        try:
+            text = value.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot be read ({exc})") from None
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError("holds no PEM certificate")
+        return value
 
     @field_validator("pushgateway_url")
     @classmethod

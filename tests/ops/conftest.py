@@ -1,7 +1,8 @@
 """Fixtures for the couchops tests.
 
 Server tests run against `COUCHDB_URL` when it is set (admin credentials from
-`COUCHDB_ADMIN_USER` / `COUCHDB_ADMIN_PASSWORD`), otherwise against a pouchdb-server started
+`COUCHDB_ADMIN_USER` / `COUCHDB_ADMIN_PASSWORD`, an HTTPS certificate verified against
+`COUCHDB_CA_FILE` when set), otherwise against a pouchdb-server started
 here, in memory, on a free loopback port, from the repository's npm install (`npm ci`).
 Features pouchdb-server lacks are skipped there by `server.require(...)`, and covered by the
 contract tests (marker `contract`) against the documented CouchDB requests and responses.
@@ -48,9 +49,12 @@ class Server:
     nodes: list[str] = field(default_factory=list)
     node_urls: str | None = None
     """COUCHDB_NODE_URLS, where each node of the cluster answers directly (optional)."""
+    ca_file: str | None = None
+    """COUCHDB_CA_FILE: the CA of the server's HTTPS certificate (optional)."""
 
     def client(self, **kwargs: object) -> Couch:
         kwargs.setdefault("node_urls", self.node_urls)
+        kwargs.setdefault("ca_file", self.ca_file)
         return Couch(self.url, self.credentials, timeout=60, retries=2, **kwargs)  # type: ignore[arg-type]
 
     def require(self, capability: str) -> None:
@@ -79,6 +83,8 @@ class Server:
         )
         if self.node_urls:
             env["COUCHDB_NODE_URLS"] = self.node_urls
+        if self.ca_file:
+            env["COUCHDB_CA_FILE"] = self.ca_file
         return env
 
 
@@ -88,12 +94,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _describe(url: str, credentials: tuple[str, str], kind: str) -> Server:
+def _describe(
+    url: str, credentials: tuple[str, str], kind: str, ca_file: str | None = None
+) -> Server:
     nodes: list[str] = []
-    response = requests.get(f"{url}/_membership", auth=credentials, timeout=10)
+    response = requests.get(
+        f"{url}/_membership", auth=credentials, timeout=10, verify=ca_file or True
+    )
     if response.status_code == 200:
         nodes = list(response.json().get("cluster_nodes", []))
-    return Server(url, credentials, kind, nodes, os.environ.get("COUCHDB_NODE_URLS") or None)
+    node_urls = os.environ.get("COUCHDB_NODE_URLS") or None
+    return Server(url, credentials, kind, nodes, node_urls, ca_file)
 
 
 @pytest.fixture(scope="session")
@@ -102,9 +113,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if url:
         user = os.environ.get("COUCHDB_ADMIN_USER", "admin")
         password = os.environ.get("COUCHDB_ADMIN_PASSWORD", "")
-        welcome = requests.get(url, timeout=10).json()
+        ca_file = os.environ.get("COUCHDB_CA_FILE") or None
+        welcome = requests.get(url, timeout=10, verify=ca_file or True).json()
         kind = "couchdb" if "couchdb" in welcome else "pouchdb"
-        yield _describe(url.rstrip("/"), (user, password), kind)
+        yield _describe(url.rstrip("/"), (user, password), kind, ca_file)
         return
     if not POUCHDB_SERVER.exists():
         pytest.fail(

@@ -46,7 +46,10 @@ def test_cluster_setup_creates_everything_once_and_a_second_run_changes_nothing(
         security = couch.get(f"{db_path(name)}/_security")
         assert security["members"]["names"] == [app_user]
         session = requests.get(
-            f"{server.url}/_session", auth=(app_user, "app-password"), timeout=10
+            f"{server.url}/_session",
+            auth=(app_user, "app-password"),
+            timeout=10,
+            verify=server.ca_file or True,
         )
         assert session.json()["userCtx"]["name"] == app_user
         if server.kind == "couchdb":

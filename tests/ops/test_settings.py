@@ -109,3 +109,16 @@ def test_nodes_are_a_comma_list_and_an_empty_pushgateway_means_none() -> None:
     s = load_settings({"COUCHDB_NODES": "couchdb@a.svc, couchdb@b.svc,", "PUSHGATEWAY_URL": ""})
     assert s.nodes == ("couchdb@a.svc", "couchdb@b.svc")
     assert s.pushgateway_url is None
+
+
+def test_the_ca_file_is_a_readable_pem_certificate(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    assert load_settings({"COUCHDB_CA_FILE": str(ca)}).ca_file == ca
+    assert load_settings({}).ca_file is None
+    with pytest.raises(SettingsError, match=r"bad setting COUCHDB_CA_FILE=.*cannot be read"):
+        load_settings({"COUCHDB_CA_FILE": str(tmp_path / "absent.crt")})
+    key = tmp_path / "tls.key"
+    key.write_text("-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n")
+    with pytest.raises(SettingsError, match=r"COUCHDB_CA_FILE=.*holds no PEM certificate"):
+        load_settings({"COUCHDB_CA_FILE": str(key)})
