@@ -60,16 +60,20 @@ from pyrage import encrypt, x25519  # type: ignore[import-untyped]
 from components.couchdb_config import (
     DIST_PORT,
     EPMD_PORT,
-    HTTP_PORT,
+    HTTPS_PORT,
     KUBERNETES_NODE_ENV,
     METRICS_PORT,
     NODE_ZONES_ENV,
+    SSL_DIST_OPTFILE,
+    TLS_DIR,
     ClusterIni,
     admin_password_hash,
+    dist_tls_flags,
     node_names,
     node_zones_value,
     render_cluster_ini,
     render_secret_ini,
+    render_ssl_dist_optfile,
     zone_start_script,
 )
 from components.couchdb_runtime import (
@@ -81,6 +85,7 @@ from components.couchdb_runtime import (
 from components.labels import COUCHDB_CLIENT_LABEL, standard_labels
 from components.node_pool import HOSTNAME_LABEL, ZONE_LABEL
 from components.ops_job import OpsJobTemplate
+from components.tls import InternalTls, InternalTlsArgs, serving_dns_names
 from components.workload import (
     ContainerResources,
     RunAs,
@@ -182,6 +187,7 @@ class CouchDBCluster(pulumi.ComponentResource):
     key_escrow: pulumi.Output[str] | None
     node_names: list[str]
     ops: OpsJobTemplate
+    tls: InternalTls
 
     def __init__(
         self, name: str, args: CouchDBClusterArgs, opts: pulumi.ResourceOptions | None = None
@@ -190,7 +196,7 @@ class CouchDBCluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         labels = standard_labels(NAME, args.environment, "database", args.image)
         selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
-        self.port = HTTP_PORT
+        self.port = HTTPS_PORT
         self.metrics_port = METRICS_PORT
         self.client_labels = {COUCHDB_CLIENT_LABEL: "true"}
         self.node_names = node_names(NAME, HEADLESS, args.namespace_name, args.replicas)
@@ -271,10 +277,26 @@ class CouchDBCluster(pulumi.ComponentResource):
                 placement=args.placement,
             )
         )
+        ssl_dist_conf = render_ssl_dist_optfile()
+        # The CA and the certificate CouchDB serves on HTTPS and presents to its peers on the
+        # Erlang distribution (components/tls.py).
+        self.tls = InternalTls(
+            f"{name}-tls",
+            InternalTlsArgs(
+                environment=args.environment,
+                namespace=args.namespace,
+                labels=labels,
+                name=NAME,
+                dns_names=serving_dns_names(
+                    NAME, HEADLESS, args.namespace_name, NAME, args.replicas
+                ),
+            ),
+            opts=child,
+        )
         config_map = ConfigMap(
             f"{name}-config",
             metadata=ObjectMetaArgs(name=f"{NAME}-config", namespace=args.namespace, labels=labels),
-            data={"10-cluster.ini": cluster_ini},
+            data={"10-cluster.ini": cluster_ini, "ssl_dist.conf": ssl_dist_conf},
             opts=child,
         )
 
@@ -288,7 +310,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                 publish_not_ready_addresses=True,
                 selector=selector,
                 ports=[
-                    ServicePortArgs(name="http", port=HTTP_PORT, target_port="http"),
+                    ServicePortArgs(name="https", port=HTTPS_PORT, target_port="https"),
                     ServicePortArgs(name="epmd", port=EPMD_PORT, target_port="epmd"),
                     ServicePortArgs(name="dist", port=DIST_PORT, target_port="dist"),
                 ],
@@ -322,7 +344,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                             # start, so a running pod never sees either change. (A digest,
                             # not a secret: the key avoids the word "secret", which makes
                             # secret scanners take any high-entropy value for one.)
-                            "checksum/config": _sha256(cluster_ini),
+                            "checksum/config": _sha256(cluster_ini + ssl_dist_conf),
                             "checksum/server-keys": _digest(keys.erlang_cookie, secret_ini),
                         },
                     ),
@@ -366,7 +388,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                 type="ClusterIP",
                 selector=self.selector_labels,
                 ports=[
-                    ServicePortArgs(name="http", port=HTTP_PORT, target_port="http"),
+                    ServicePortArgs(name="https", port=HTTPS_PORT, target_port="https"),
                     ServicePortArgs(name="metrics", port=METRICS_PORT, target_port="metrics"),
                 ],
             ),
@@ -374,12 +396,12 @@ class CouchDBCluster(pulumi.ComponentResource):
         )
         self.service_name = self.client_service.metadata.name
         self.url = pulumi.Output.concat(
-            "http://",
+            "https://",
             self.service_name,
             ".",
             args.namespace_name,
             ".svc.cluster.local:",
-            str(HTTP_PORT),
+            str(HTTPS_PORT),
         )
 
         PodDisruptionBudget(
@@ -399,6 +421,7 @@ class CouchDBCluster(pulumi.ComponentResource):
             image=args.ops_image,
             resources=args.ops_resources,
             couchdb_url=self.url,
+            ca_secret_name=self.tls.secret_name,
             admin_secret_name=self.admin_secret_name,
             client_labels=self.client_labels,
             scheduling=args.scheduling,
@@ -449,7 +472,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                     name=NAME,
                     image=args.image,
                     ports=[
-                        ContainerPortArgs(name="http", container_port=HTTP_PORT),
+                        ContainerPortArgs(name="https", container_port=HTTPS_PORT),
                         ContainerPortArgs(name="epmd", container_port=EPMD_PORT),
                         ContainerPortArgs(name="dist", container_port=DIST_PORT),
                         ContainerPortArgs(name="metrics", container_port=METRICS_PORT),
@@ -469,6 +492,8 @@ class CouchDBCluster(pulumi.ComponentResource):
                             value=f"$(POD_NAME).{HEADLESS}.{args.namespace_name}.svc.cluster.local",
                         ),
                         *runtime_env(),
+                        # The Erlang distribution over TLS (components/couchdb_config.py).
+                        EnvVarArgs(name="ERL_FLAGS", value=dist_tls_flags()),
                         *_zone_env(args.node_zones),
                     ],
                     # The image's entrypoint runs this as it is, then the script starts the
@@ -477,12 +502,13 @@ class CouchDBCluster(pulumi.ComponentResource):
                     resources=args.resources.to_args(),
                     security_context=restricted_container(),
                     startup_probe=ProbeArgs(
-                        tcp_socket=TCPSocketActionArgs(port="http"),
+                        tcp_socket=TCPSocketActionArgs(port="https"),
                         period_seconds=5,
                         failure_threshold=60,
                     ),
                     readiness_probe=ProbeArgs(
-                        http_get=HTTPGetActionArgs(path="/_up", port="http"),
+                        # The kubelet does not verify a probe's certificate.
+                        http_get=HTTPGetActionArgs(path="/_up", port="https", scheme="HTTPS"),
                         period_seconds=10,
                         timeout_seconds=5,
                         failure_threshold=3,
@@ -490,7 +516,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                     # Liveness stays on the socket: /_up turns 404 while a node re-syncs,
                     # and restarting it then would only make the sync start over.
                     liveness_probe=ProbeArgs(
-                        tcp_socket=TCPSocketActionArgs(port="http"),
+                        tcp_socket=TCPSocketActionArgs(port="https"),
                         period_seconds=20,
                         timeout_seconds=5,
                         failure_threshold=6,
@@ -511,11 +537,25 @@ class CouchDBCluster(pulumi.ComponentResource):
                             sub_path="20-secrets.ini",
                             read_only=True,
                         ),
+                        VolumeMountArgs(
+                            name="config",
+                            mount_path=SSL_DIST_OPTFILE,
+                            sub_path="ssl_dist.conf",
+                            read_only=True,
+                        ),
+                        # A directory, never subPath: a renewed certificate reaches the pod.
+                        VolumeMountArgs(name="tls", mount_path=TLS_DIR, read_only=True),
                     ],
                 )
             ],
             volumes=[
                 *runtime_volumes(server_secret.metadata.name),
+                VolumeArgs(
+                    name="tls",
+                    secret=SecretVolumeSourceArgs(
+                        secret_name=self.tls.secret_name, default_mode=0o440
+                    ),
+                ),
                 VolumeArgs(
                     name="config",
                     config_map=ConfigMapVolumeSourceArgs(name=config_map.metadata.name),
@@ -558,7 +598,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                 ingress=[
                     NetworkPolicyIngressRuleArgs(
                         from_=[clients],
-                        ports=[NetworkPolicyPortArgs(protocol="TCP", port=HTTP_PORT)],
+                        ports=[NetworkPolicyPortArgs(protocol="TCP", port=HTTPS_PORT)],
                     ),
                     NetworkPolicyIngressRuleArgs(from_=[peers], ports=erlang_ports),
                     NetworkPolicyIngressRuleArgs(
@@ -580,7 +620,7 @@ class CouchDBCluster(pulumi.ComponentResource):
                 policy_types=["Egress"],
                 egress=[
                     NetworkPolicyEgressRuleArgs(
-                        to=[peers], ports=[NetworkPolicyPortArgs(protocol="TCP", port=HTTP_PORT)]
+                        to=[peers], ports=[NetworkPolicyPortArgs(protocol="TCP", port=HTTPS_PORT)]
                     )
                 ],
             ),

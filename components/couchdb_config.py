@@ -16,10 +16,11 @@ PBKDF2_PRF = "sha256"
 PBKDF2_ITERATIONS = 50_000
 
 HTTP_PORT = 5984
+HTTPS_PORT = 6984
 EPMD_PORT = 4369
 DIST_PORT = 9100
 METRICS_PORT = 17986
-NODE_URLS = f"http://{{host}}:{HTTP_PORT}"
+NODE_URLS = f"https://{{host}}:{HTTPS_PORT}"
 """couchops' COUCHDB_NODE_URLS: each CouchDB pod by its headless-Service DNS name, the host part
 of its Erlang node name, so jobs read shard copies from their own node, not relayed."""
 
@@ -32,6 +33,23 @@ IMAGE_START = "/docker-entrypoint.sh /opt/couchdb/bin/couchdb"
 """What the official image runs (its ENTRYPOINT's script, its CMD)."""
 
 
+TLS_DIR = "/var/run/secrets/couchdb-tls"
+"""Where each CouchDB pod mounts its cert-manager Secret (`tls.crt`, `tls.key`, `ca.crt`) as a
+directory: the kubelet swaps a renewed Secret's files in place there (never with subPath)."""
+SSL_DIST_OPTFILE = "/opt/couchdb/etc/ssl_dist.conf"
+"""The Erlang distribution's TLS options (`-ssl_dist_optfile`): `render_ssl_dist_optfile`."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A cert-manager Secret's files as mounted: the node's certificate (served to clients and
+    to peers), its private key, and the CA that issued every node's certificate."""
+
+    cert_file: str = f"{TLS_DIR}/tls.crt"
+    key_file: str = f"{TLS_DIR}/tls.key"
+    ca_file: str = f"{TLS_DIR}/ca.crt"
+
+
 @dataclass(frozen=True)
 class ClusterIni:
     node_names: Sequence[str]
@@ -40,6 +58,7 @@ class ClusterIni:
     max_document_size_bytes: int
     # Zone -> copies of each shard range of a new database; empty: no zones.
     placement: Mapping[str, int] = field(default_factory=dict)
+    tls: TlsFiles = field(default_factory=TlsFiles)
 
 
 def node_names(statefulset: str, headless_service: str, namespace: str, replicas: int) -> list[str]:
@@ -67,6 +86,9 @@ n = {ini.shard_copies}
 ; databases, which makes it the readiness probe
 seedlist = {seedlist}
 
+; CouchDB 3.5 always starts the plain listener, and both listeners bind [chttpd]
+; bind_address: {HTTP_PORT} stays bound, but no Service, probe or NetworkPolicy rule leads
+; to it. Clients and probes use [ssl] port {HTTPS_PORT}.
 [chttpd]
 bind_address = any
 port = {HTTP_PORT}
@@ -74,6 +96,18 @@ require_valid_user = false
 require_valid_user_except_for_up = true
 max_http_request_size = {max(4 * ini.max_document_size_bytes, 64 * 2**20)}
 
+; HTTPS with the cert-manager certificate (its Secret mounted as a directory, read again by
+; Erlang's ssl when the PEM cache is refreshed: a renewal needs no restart)
+[ssl]
+enable = true
+port = {HTTPS_PORT}
+cert_file = {ini.tls.cert_file}
+key_file = {ini.tls.key_file}
+cacert_file = {ini.tls.ca_file}
+tls_versions = ['tlsv1.3', 'tlsv1.2']
+
+; The metrics port speaks plain HTTP only (CouchDB 3.5 has no TLS option for it); it carries
+; no credentials and answers nothing but /_node/<node>/_prometheus.
 [prometheus]
 additional_port = true
 bind_address = 0.0.0.0
@@ -160,4 +194,33 @@ uuid = {server_uuid}
 
 [chttpd_auth]
 secret = {auth_secret}
+"""
+
+
+def dist_tls_flags(optfile: str = SSL_DIST_OPTFILE) -> str:
+    """`ERL_FLAGS`: the Erlang distribution over TLS. The official image's entrypoint owns
+    `etc/vm.args` (it appends `-name` there at every start); erlexec adds these flags after
+    that file's, so nothing of the image's has to be edited."""
+    return f"-proto_dist inet_tls -ssl_dist_optfile {optfile}"
+
+
+def render_ssl_dist_optfile(tls: TlsFiles = TlsFiles()) -> str:
+    """The `-ssl_dist_optfile` terms: each node presents its certificate to its peers and
+    accepts only peers with a certificate of the same CA (`fail_if_no_peer_cert`). A node
+    connecting checks that the peer's certificate names the peer's host (OTP sends the host of
+    the node name as SNI and verifies it): one certificate naming every pod serves them all.
+    TLS 1.3 only: every node runs the same Erlang/OTP."""
+    common = f"""\
+   {{certfile, "{tls.cert_file}"}},
+   {{keyfile, "{tls.key_file}"}},
+   {{cacertfile, "{tls.ca_file}"}},
+   {{verify, verify_peer}},
+   {{versions, ['tlsv1.3']}}"""
+    return f"""\
+%% Rendered by the onboarding platform program: TLS for the Erlang distribution.
+[{{server, [
+{common},
+   {{fail_if_no_peer_cert, true}}]}},
+ {{client, [
+{common}]}}].
 """

@@ -29,6 +29,7 @@ from pulumi_kubernetes.core.v1 import (
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.labels import PUSHES_METRICS_LABEL, standard_labels
+from components.tls import CA_FILE_ENV, CLIENT_CA_FILE, ca_mount, ca_volume
 from components.workload import (
     ContainerResources,
     RunAs,
@@ -58,6 +59,9 @@ class OpsJobTemplate:
     client_labels: Mapping[str, str]
     scheduling: Scheduling
     pushgateway_url: str
+    # The Secret whose `ca.crt` (only that key) every operation talking to CouchDB mounts to
+    # verify its HTTPS certificate (COUCHDB_CA_FILE); None: the system's CAs verify it.
+    ca_secret_name: pulumi.Input[str] | None = None
 
     def labels(self, operation: str, *, couchdb: bool = True) -> dict[str, str]:
         """The operation's labels; with `couchdb`, the client label that opens CouchDB's port
@@ -131,6 +135,10 @@ class OpsJobTemplate:
             credential_mounts.append(
                 VolumeMountArgs(name="couchdb-admin", mount_path=CREDENTIALS_DIR, read_only=True)
             )
+            if self.ca_secret_name is not None:
+                settings[CA_FILE_ENV] = CLIENT_CA_FILE
+                credential_volumes.append(ca_volume(self.ca_secret_name))
+                credential_mounts.append(ca_mount())
         return PodTemplateSpecArgs(
             metadata=ObjectMetaArgs(labels=self.labels(operation, couchdb=couchdb)),
             spec=PodSpecArgs(

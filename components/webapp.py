@@ -53,6 +53,7 @@ from pulumi_kubernetes.policy.v1 import PodDisruptionBudget, PodDisruptionBudget
 
 from components.labels import DOMAIN, standard_labels
 from components.node_pool import HOSTNAME_LABEL
+from components.tls import CA_FILE_ENV, CLIENT_CA_FILE, ca_mount, ca_volume
 from components.workload import (
     ContainerResources,
     RunAs,
@@ -92,6 +93,9 @@ class CouchDBAccess:
     client_labels: Mapping[str, str]
     # Changes exactly when the credentials Secret's content does (a rotated password).
     credentials_digest: pulumi.Input[str]
+    # The Secret whose `ca.crt` verifies CouchDB's HTTPS certificate (mounted alone, the
+    # file named by COUCHDB_CA_FILE); None: the system's CAs verify it.
+    ca_secret_name: pulumi.Input[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,10 @@ class WebApp(pulumi.ComponentResource):
                 secret_key_ref=SecretKeySelectorArgs(name=args.couchdb.credentials_secret, key=key)
             )
 
+        ca = args.couchdb.ca_secret_name
+        ca_env = [EnvVarArgs(name=CA_FILE_ENV, value=CLIENT_CA_FILE)] if ca is not None else []
+        ca_mounts = [ca_mount()] if ca is not None else []
+        ca_volumes = [ca_volume(ca)] if ca is not None else []
         account = service_account(
             f"{name}-sa", name=NAME, namespace=args.namespace, labels=labels, parent=self
         )
@@ -188,6 +196,7 @@ class WebApp(pulumi.ComponentResource):
                                         name="MANAGEMENT_PORT", value=str(args.management_port)
                                     ),
                                     EnvVarArgs(name="COUCHDB_URL", value=args.couchdb.url),
+                                    *ca_env,
                                     EnvVarArgs(
                                         name="COUCHDB_DATABASE", value=args.couchdb.database
                                     ),
@@ -219,10 +228,13 @@ class WebApp(pulumi.ComponentResource):
                                     period_seconds=15,
                                     failure_threshold=4,
                                 ),
-                                volume_mounts=[VolumeMountArgs(name="tmp", mount_path="/tmp")],
+                                volume_mounts=[
+                                    VolumeMountArgs(name="tmp", mount_path="/tmp"),
+                                    *ca_mounts,
+                                ],
                             )
                         ],
-                        volumes=[scratch_volume("tmp", TMP_SIZE_LIMIT)],
+                        volumes=[scratch_volume("tmp", TMP_SIZE_LIMIT), *ca_volumes],
                     ),
                 ),
             ),

@@ -225,6 +225,7 @@ def build_environment(
                 credentials_secret=couchdb.app_secret_name,
                 client_labels=couchdb.client_labels,
                 credentials_digest=couchdb.app_credentials_digest,
+                ca_secret_name=couchdb.tls.secret_name,
             ),
             ingress_namespace=settings.ingress.gateway.proxy_namespace,
             ingress_pod_labels=proxy_pod_labels(settings.namespace),

@@ -108,7 +108,7 @@ def test_the_backup_reaches_each_couchdb_pod_by_its_node_name(stack: list[Record
     }
     node_url = parse_node_urls(template)
     assert [node_url(n) for n in nodes] == [
-        f"http://couchdb-{i}.{statefulset.spec['serviceName']}.{namespace}.svc.cluster.local:"
-        f"{int(ports['http'])}"
+        f"https://couchdb-{i}.{statefulset.spec['serviceName']}.{namespace}.svc.cluster.local:"
+        f"{int(ports['https'])}"
         for i in range(int(statefulset.spec["replicas"]))
     ]

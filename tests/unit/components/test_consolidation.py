@@ -33,7 +33,7 @@ def test_enabled_migration_runs_couchops_with_the_shared_partition_key() -> None
     backup_env = {
         e["name"]: e.get("value") for e in backup["template"]["spec"]["containers"][0]["env"]
     }
-    assert env["COUCHDB_NODE_URLS"] == backup_env["COUCHDB_NODE_URLS"] == "http://{host}:5984"
+    assert env["COUCHDB_NODE_URLS"] == backup_env["COUCHDB_NODE_URLS"] == "https://{host}:6984"
     key_file = env["USER_PARTITION_SECRET_FILE"]
     volume = next(v for v in pod["volumes"] if v["name"] == "couchdb-app")
     assert volume["secret"]["secretName"] == "couchdb-app"
@@ -45,7 +45,7 @@ def test_enabled_migration_runs_couchops_with_the_shared_partition_key() -> None
     assert ref["valueFrom"]["secretKeyRef"] == {"name": "couchdb-app", "key": "partitionSecret"}
     policies = Policies(resources)
     pods = pod_templates(resources)
-    assert policies.can_connect(pods[job.metadata["name"]], pods["couchdb"], 5984)
+    assert policies.can_connect(pods[job.metadata["name"]], pods["couchdb"], 6984)
 
 
 def test_turning_on_source_deletion_runs_a_new_job() -> None:

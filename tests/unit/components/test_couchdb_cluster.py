@@ -183,7 +183,7 @@ def test_setup_job_runs_the_ops_tool_with_the_cluster_settings(prod: list[Record
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert container["image"] == "registry.hebergeur.example.fr/onboarding/couchops:0.1.0"
     assert container["args"] == ["cluster-setup"]
-    assert env["COUCHDB_URL"] == "http://couchdb.onboarding-prod.svc.cluster.local:5984"
+    assert env["COUCHDB_URL"] == "https://couchdb.onboarding-prod.svc.cluster.local:6984"
     assert env["COUCHDB_NODES"].count("couchdb@") == 5
     assert (env["COUCHDB_DATABASE"], env["COUCHDB_SHARDS"], env["COUCHDB_REPLICAS"]) == (
         "onboarding",

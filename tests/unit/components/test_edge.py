@@ -38,7 +38,7 @@ def test_gateway_serves_the_host_over_https_with_the_cert_manager_certificate(
         assert listener["allowedRoutes"]["namespaces"] == {"from": "Same"}
     assert https["tls"]["mode"] == "Terminate"
     (secret_ref,) = https["tls"]["certificateRefs"]
-    certificate = one(stack, "Certificate")
+    certificate = one(stack, "Certificate", secret_ref["name"])
     assert certificate.spec["secretName"] == secret_ref["name"] == "onboarding-tls"
     assert certificate.spec["dnsNames"] == [settings.ingress.host]
     assert certificate.spec["issuerRef"] == {

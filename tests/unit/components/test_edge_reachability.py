@@ -133,7 +133,7 @@ def test_an_ingress_to_couchdb_is_found(prod_world: tuple[list[Manifest], Any]) 
                                     "path": "/db",
                                     "pathType": "Prefix",
                                     "backend": {
-                                        "service": {"name": "couchdb", "port": {"number": 5984}}
+                                        "service": {"name": "couchdb", "port": {"number": 6984}}
                                     },
                                 }
                             ]

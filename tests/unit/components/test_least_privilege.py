@@ -57,11 +57,22 @@ def test_each_workload_reads_only_the_secret_keys_it_uses(
         else name: secret_keys_read(pod)
         for name, pod in pods.items()
     }
-    admin = {"couchdb-admin/adminUsername", "couchdb-admin/adminPassword"}
+    # The CA certificate alone of the TLS Secret, never its key: what verifies CouchDB's HTTPS.
+    admin = {"couchdb-admin/adminUsername", "couchdb-admin/adminPassword", "couchdb-tls/ca.crt"}
     assert read == {
-        # The cookie (copied to a file by the init container) and the server's ini.
-        "couchdb": {"couchdb-server/erlangCookie", "couchdb-server/20-secrets.ini"},
-        "webapp": {"couchdb-app/username", "couchdb-app/password", "couchdb-app/partitionSecret"},
+        # The cookie (copied to a file by the init container), the server's ini, and its
+        # certificate, key and CA (the whole cert-manager Secret).
+        "couchdb": {
+            "couchdb-server/erlangCookie",
+            "couchdb-server/20-secrets.ini",
+            "couchdb-tls/*",
+        },
+        "webapp": {
+            "couchdb-app/username",
+            "couchdb-app/password",
+            "couchdb-app/partitionSecret",
+            "couchdb-tls/ca.crt",
+        },
         # Sets the app user's password; never the partition key beside it.
         "couchdb-setup": admin | {"couchdb-app/username", "couchdb-app/password"},
         "couchops-backup": admin,

@@ -8,7 +8,9 @@ from components.edge import proxy_pod_labels
 from tests.unit.harness import Recorded
 from tests.unit.netpol import Pod, Policies, pod_templates
 
-COUCHDB_HTTP, EPMD, DIST, METRICS = 5984, 4369, 9100, 17986
+COUCHDB_HTTPS, EPMD, DIST, METRICS = 6984, 4369, 9100, 17986
+# CouchDB's plain listener: bound (CouchDB 3.5 cannot switch it off), reachable by nobody.
+COUCHDB_PLAIN = 5984
 SITE, SITE_MANAGEMENT = 8080, 9090
 
 
@@ -28,7 +30,7 @@ def world(stack: list[Recorded]) -> tuple[Policies, dict[str, Pod]]:
     return Policies(stack), pods
 
 
-def test_web_app_and_the_ops_jobs_that_use_couchdb_reach_its_http_port(
+def test_web_app_and_the_ops_jobs_that_use_couchdb_reach_its_https_port_only(
     stack: list[Recorded],
 ) -> None:
     policies, pods = world(stack)
@@ -45,7 +47,8 @@ def test_web_app_and_the_ops_jobs_that_use_couchdb_reach_its_http_port(
         ]
     )
     for name in ("webapp", "couchops-backup", "couchops-purge", setup):
-        assert policies.can_connect(pods[name], pods["couchdb"], COUCHDB_HTTP), name
+        assert policies.can_connect(pods[name], pods["couchdb"], COUCHDB_HTTPS), name
+        assert not policies.can_connect(pods[name], pods["couchdb"], COUCHDB_PLAIN), name
 
 
 @pytest.mark.parametrize("job", ["couchops-backup-verify", "couchops-backup-expire"])
@@ -55,7 +58,7 @@ def test_jobs_that_only_read_or_delete_backups_cannot_reach_couchdb(
     """`couchops verify` (without --live) and `backup-expire` open no connection to CouchDB:
     their pods get no way to its port, from either side's policies."""
     policies, pods = world(stack)
-    for port in (COUCHDB_HTTP, EPMD, DIST, METRICS):
+    for port in (COUCHDB_HTTPS, COUCHDB_PLAIN, EPMD, DIST, METRICS):
         assert not policies.can_connect(pods[job], pods["couchdb"], port), port
 
 
@@ -64,7 +67,8 @@ def test_jobs_that_only_read_or_delete_backups_cannot_reach_couchdb(
 )
 def test_nothing_else_reaches_couchdb_http(stack: list[Recorded], source: str) -> None:
     policies, pods = world(stack)
-    assert not policies.can_connect(pods[source], pods["couchdb"], COUCHDB_HTTP)
+    for port in (COUCHDB_HTTPS, COUCHDB_PLAIN):
+        assert not policies.can_connect(pods[source], pods["couchdb"], port), port
 
 
 def test_erlang_ports_are_open_only_between_couchdb_pods(stack: list[Recorded]) -> None:
@@ -103,5 +107,5 @@ def test_unlabelled_pod_in_the_namespace_can_reach_nothing_but_dns(stack: list[R
     dns = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"})
     assert policies.can_connect(pods["intruder"], dns, 53)
     for target in ("couchdb", "webapp"):
-        for port in (COUCHDB_HTTP, SITE, SITE_MANAGEMENT, EPMD, DIST, METRICS):
+        for port in (COUCHDB_HTTPS, COUCHDB_PLAIN, SITE, SITE_MANAGEMENT, EPMD, DIST, METRICS):
             assert not policies.can_connect(pods["intruder"], pods[target], port)
