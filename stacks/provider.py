@@ -12,12 +12,16 @@ def kubernetes_provider(stack: str, target: DeployTarget) -> k8s.Provider:
     # Secret whose data changes, which the engine refuses for the protected ones (a password
     # rotation could never go through) and which, for a named Secret, deletes it before
     # creating it again. Pods see a new value when they roll (the checksum annotations).
+    # ConfigMaps alike: a replaced `couchdb-config` (fixed name, so deleted first) would
+    # drag the protected StatefulSet mounting it into a replacement the engine refuses, and
+    # every change of CouchDB's ini would be refused with it.
     if target.render_directory is not None:
         return k8s.Provider(
             f"{stack}-render",
             render_yaml_to_directory=target.render_directory,
             enable_server_side_apply=True,
             enable_secret_mutable=True,
+            enable_config_map_mutable=True,
         )
     return k8s.Provider(
         f"{stack}-cluster",
@@ -27,6 +31,7 @@ def kubernetes_provider(stack: str, target: DeployTarget) -> k8s.Provider:
         context=target.context,
         enable_server_side_apply=True,
         enable_secret_mutable=True,
+        enable_config_map_mutable=True,
         # Fail the update rather than leave half-applied objects behind a timeout.
         delete_unreachable=False,
     )

@@ -425,3 +425,33 @@ def checksum(box: Box) -> str:
         "checksum/couchdb-credentials"
     ]
     return annotation
+
+
+def test_a_change_of_couchdb_s_ini_updates_its_configmap_in_place_and_rolls_the_pods(
+    escrowed: Box,
+) -> None:
+    """`couchdb-config` has a fixed name: replaced, it would be deleted first and drag the
+    protected StatefulSet mounting it into a replacement the engine refuses, so no change of
+    CouchDB's configuration (TLS included) could ever be deployed. Updated in place, the pods
+    roll on the checksum."""
+    protected = escrowed.protected()
+    template = escrowed.manifest("StatefulSet", "couchdb")["spec"]["template"]["metadata"]
+    escrowed.run("config", "set", "--path", "onboarding:couchdb.maxDocumentSizeBytes", "4194304")
+
+    preview = escrowed.preview()
+    refusals = [d["message"] for d in preview["diagnostics"] if d["severity"] == "error"]
+    assert preview["returncode"] == 0, refusals
+    ops = {name_of(s["urn"]): s["op"] for s in preview["steps"] if s["op"] != "same"}
+    assert ops.pop(f"{STACK}-couchdb-config") == "update"
+    assert ops.pop(f"{STACK}-couchdb-statefulset") == "update"
+    assert ops.pop(f"{STACK}-couchdb-setup") == "replace"  # a new setup for a new spec
+    assert set(ops) <= {f"{STACK}-render"}, ops
+    assert not [s["urn"] for s in preview["steps"] if s["op"] in REMOVING and s["urn"] in protected]
+
+    escrowed.up()
+    ini = configparser.ConfigParser(strict=True, inline_comment_prefixes=None)
+    ini.read_string(escrowed.manifest("ConfigMap", "couchdb-config")["data"]["10-cluster.ini"])
+    assert ini.get("couchdb", "max_document_size") == "4194304"
+    rolled = escrowed.manifest("StatefulSet", "couchdb")["spec"]["template"]["metadata"]
+    assert rolled["annotations"]["checksum/config"] != template["annotations"]["checksum/config"]
+    assert escrowed.protected() == protected
