@@ -116,7 +116,7 @@ def _passphrase_in_use() -> str | None:
     path = os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE")
     if path:
         try:
-            return Path(path).read_text().rstrip("\r\n")
+            return Path(path).read_text().strip()  # as the CLI reads it (TrimSpace)
         except OSError:
             return None
     return None

@@ -90,7 +90,7 @@ check_deploy() {
       fi
       local passphrase=${PULUMI_CONFIG_PASSPHRASE:-}
       [ -n "$passphrase" ] || [ -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ] ||
-        passphrase=$(cat "$PULUMI_CONFIG_PASSPHRASE_FILE")
+        passphrase=$(sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$PULUMI_CONFIG_PASSPHRASE_FILE")
       [ "$passphrase" != "$ONBOARDING_PUBLIC_PASSPHRASE" ] ||
         die "refusing to deploy $stack: PULUMI_CONFIG_PASSPHRASE is the public development passphrase (it is in this repository).
   Use the team's passphrase (PULUMI_CONFIG_PASSPHRASE_FILE) or a KMS secrets provider: docs/state-backend.md"

@@ -84,7 +84,7 @@ def test_the_public_passphrase_is_refused_from_a_file_too(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "k", "onboarding-prod")))
-    (tmp_path / "pass").write_text(PUBLIC_DEV_PASSPHRASE + "\n")
+    (tmp_path / "pass").write_text(f"  {PUBLIC_DEV_PASSPHRASE} \n")  # the CLI trims it
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(tmp_path / "pass"))
     with pytest.raises(DeployRefused, match="public development passphrase"):
         deploy_target("prod", "onboarding-prod")
