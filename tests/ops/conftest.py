@@ -114,7 +114,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         user = os.environ.get("COUCHDB_ADMIN_USER", "admin")
         password = os.environ.get("COUCHDB_ADMIN_PASSWORD", "")
         ca_file = os.environ.get("COUCHDB_CA_FILE") or None
-        welcome = requests.get(url, timeout=10, verify=ca_file or True).json()
+        # With credentials: the platform's CouchDB requires them everywhere but on /_up.
+        welcome = requests.get(
+            url, auth=(user, password), timeout=10, verify=ca_file or True
+        ).json()
         kind = "couchdb" if "couchdb" in welcome else "pouchdb"
         yield _describe(url.rstrip("/"), (user, password), kind, ca_file)
         return
