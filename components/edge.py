@@ -10,7 +10,11 @@ the site's NetworkPolicy admits exactly those pods to the public port.
 
     Gateway              listener https (443, the cert-manager certificate) and http (80)
     HTTPRoute site       https: host + public path prefixes -> the site's Service, public port,
-                         with the security headers (standard ResponseHeaderModifier filter)
+                         with the security headers (standard ResponseHeaderModifier filter);
+                         the site's management paths answered 404 by the proxy itself
+                         (HTTPRouteFilter directResponse), in case the image also serves them
+                         on its public port: the longest prefix wins, so /metrics never
+                         follows "/"
     HTTPRoute redirect   http: everything -> 301 to https (no backend)
     Certificate          cert-manager, from the ClusterIssuer, into the listener's Secret
     ClientTrafficPolicy  TLS 1.2 minimum, ECDHE AEAD ciphers only, connection buffer
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
@@ -65,6 +70,12 @@ OWNING_GATEWAY_NAME = "gateway.envoyproxy.io/owning-gateway-name"
 OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
 
 
+def _covers(prefix: str, path: str) -> bool:
+    """Whether a Gateway API PathPrefix match on `prefix` takes `path` (segment-wise)."""
+    prefix = prefix.rstrip("/")
+    return prefix in ("", path) or path.startswith(prefix + "/")
+
+
 def proxy_pod_labels(namespace_name: str) -> dict[str, str]:
     """The labels of the Envoy pods serving this environment's Gateway."""
     return {OWNING_GATEWAY_NAME: NAME, OWNING_GATEWAY_NAMESPACE: namespace_name}
@@ -78,6 +89,9 @@ class EdgeArgs:
     gateway_class: str
     cluster_issuer: str
     public_paths: Sequence[str]
+    # Paths the edge answers 404 itself (the site's metrics and health paths), wherever a
+    # public path would cover them.
+    blocked_paths: Sequence[str]
     backend_service: pulumi.Input[str]
     backend_port: int
     rate_limit_rps: int
@@ -163,6 +177,71 @@ class Edge(pulumi.ComponentResource):
         )
         gateway_ref = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": NAME}
 
+        security_headers = {
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {
+                "set": [
+                    {"name": header, "value": value} for header, value in SECURITY_HEADERS.items()
+                ]
+            },
+        }
+        rules: list[dict[str, Any]] = [
+            {
+                "matches": [
+                    {"path": {"type": "PathPrefix", "value": path}} for path in args.public_paths
+                ],
+                "filters": [security_headers],
+                "backendRefs": [
+                    {
+                        "group": "",
+                        "kind": "Service",
+                        "name": args.backend_service,
+                        "port": args.backend_port,
+                    }
+                ],
+            }
+        ]
+        blocked = [
+            path
+            for path in args.blocked_paths
+            if any(_covers(public, path) for public in args.public_paths)
+        ]
+        route_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.gateway])
+        if blocked:
+            not_found = CustomResource(
+                f"{name}-not-found",
+                api_version=ENVOY_GATEWAY_API,
+                kind="HTTPRouteFilter",
+                metadata=metadata(f"{NAME}-not-found"),
+                spec={
+                    "directResponse": {
+                        "statusCode": 404,
+                        "contentType": "text/plain",
+                        "body": {"type": "Inline", "inline": "Not Found\n"},
+                    }
+                },
+                opts=child,
+            )
+            rules.append(
+                {
+                    "matches": [
+                        {"path": {"type": "PathPrefix", "value": path}} for path in blocked
+                    ],
+                    "filters": [
+                        security_headers,
+                        {
+                            "type": "ExtensionRef",
+                            "extensionRef": {
+                                "group": "gateway.envoyproxy.io",
+                                "kind": "HTTPRouteFilter",
+                                "name": f"{NAME}-not-found",
+                            },
+                        },
+                    ],
+                }
+            )
+            route_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.gateway, not_found])
+
         self.route = CustomResource(
             f"{name}-route",
             api_version=GATEWAY_API,
@@ -171,35 +250,9 @@ class Edge(pulumi.ComponentResource):
             spec={
                 "parentRefs": [{**gateway_ref, "sectionName": HTTPS_LISTENER}],
                 "hostnames": [args.host],
-                "rules": [
-                    {
-                        "matches": [
-                            {"path": {"type": "PathPrefix", "value": path}}
-                            for path in args.public_paths
-                        ],
-                        "filters": [
-                            {
-                                "type": "ResponseHeaderModifier",
-                                "responseHeaderModifier": {
-                                    "set": [
-                                        {"name": header, "value": value}
-                                        for header, value in SECURITY_HEADERS.items()
-                                    ]
-                                },
-                            }
-                        ],
-                        "backendRefs": [
-                            {
-                                "group": "",
-                                "kind": "Service",
-                                "name": args.backend_service,
-                                "port": args.backend_port,
-                            }
-                        ],
-                    }
-                ],
+                "rules": rules,
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway]),
+            opts=route_opts,
         )
 
         CustomResource(

@@ -41,7 +41,7 @@ KWOK_VERSION=0.8.0
 PROMETHEUS_OPERATOR_VERSION=0.85.0
 # The edge's kinds: Gateway API's standard channel (GatewayClass, Gateway, HTTPRoute, ...) at
 # the version Envoy Gateway's go.mod pins (v1.7.0, the newest, asks for Go 1.27), Envoy
-# Gateway's policy kinds (ClientTrafficPolicy, BackendTrafficPolicy, SecurityPolicy), and
+# Gateway's kinds (ClientTrafficPolicy, BackendTrafficPolicy, SecurityPolicy, HTTPRouteFilter), and
 # cert-manager's (Certificate, Issuer, ClusterIssuer, CertificateRequest): each read from its
 # module zip, the newest version the proxy serves.
 GATEWAY_API_VERSION=1.6.1
@@ -196,7 +196,7 @@ build_crds() {
 		done)
 	crd_set "envoy-gateway-v$ENVOY_GATEWAY_VERSION" "github.com/envoyproxy/gateway@v$ENVOY_GATEWAY_VERSION" \
 		charts/gateway-helm/charts/crds/crds/generated \
-		$(for f in clienttrafficpolicies backendtrafficpolicies securitypolicies; do
+		$(for f in clienttrafficpolicies backendtrafficpolicies securitypolicies httproutefilters; do
 			echo "gateway.envoyproxy.io_$f.yaml"
 		done)
 	crd_set "cert-manager-v$CERT_MANAGER_VERSION" "github.com/cert-manager/cert-manager@v$CERT_MANAGER_VERSION" \

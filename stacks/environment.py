@@ -251,6 +251,7 @@ def build_environment(
             gateway_class=settings.ingress.gateway.class_name,
             cluster_issuer=settings.ingress.cluster_issuer,
             public_paths=settings.ingress.public_paths,
+            blocked_paths=[settings.webapp.metrics_path, settings.webapp.health_path],
             backend_service=site.service_name,
             backend_port=site.service_port,
             rate_limit_rps=settings.ingress.rate_limit_rps,

@@ -202,9 +202,22 @@ def check_route(report: Report, where: str, m: Manifest) -> None:
     if parents is not None and not parents:
         report.fail(where, "spec.parentRefs is empty: the route attaches to nothing")
     for i, rule in enumerate((m.get("spec") or {}).get("rules") or []):
-        redirects = any(f.get("type") == "RequestRedirect" for f in rule.get("filters") or [])
-        if redirects == bool(rule.get("backendRefs")):
-            report.fail(where, f"spec.rules[{i}] needs backendRefs or a redirect (not both)")
+        # Answered by the proxy itself: a redirect, or an Envoy Gateway direct response.
+        answers = {"RequestRedirect", "ExtensionRef"} & {
+            f.get("type") for f in rule.get("filters") or []
+        }
+        if bool(answers) == bool(rule.get("backendRefs")):
+            report.fail(
+                where,
+                f"spec.rules[{i}] needs backendRefs or an answer of the proxy's own "
+                "(RequestRedirect, ExtensionRef), not both",
+            )
+
+
+def check_route_filter(report: Report, where: str, m: Manifest) -> None:
+    spec = _require(report, where, m, "spec", dict)
+    if spec is not None and not spec:
+        report.fail(where, "spec is empty: the filter does nothing")
 
 
 def check_envoy_policy(report: Report, where: str, m: Manifest) -> None:
@@ -226,6 +239,7 @@ CRD_CHECKS: dict[tuple[str, str], Callable[[Report, str, Manifest], None]] = {
     ("gateway.envoyproxy.io/v1alpha1", "ClientTrafficPolicy"): check_envoy_policy,
     ("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy"): check_envoy_policy,
     ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy"): check_envoy_policy,
+    ("gateway.envoyproxy.io/v1alpha1", "HTTPRouteFilter"): check_route_filter,
 }
 
 # Groups whose objects are validated against their CRD's schema or not at all: their CRDs

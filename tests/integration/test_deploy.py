@@ -515,6 +515,7 @@ def test_edge_custom_resources_are_stored_whole(
         "HTTPRoute",
         "ClientTrafficPolicy",
         "BackendTrafficPolicy",
+        "HTTPRouteFilter",
         "Certificate",
     }
     discovery = api_resources(cluster)

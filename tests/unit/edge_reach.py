@@ -6,7 +6,8 @@ Every way in that Kubernetes offers is followed to the container port it ends on
 - each Gateway listener, through the HTTPRoutes (and any other *Route) attached to it: the
   route's namespace must be allowed by the listener, its hostnames must intersect the
   listener's; each rule's matches (PathPrefix "/" when none), unless the rule only redirects,
-  to its backend Services;
+  to its backend Services and request mirrors (a rule without either, answered by the proxy
+  itself, reaches nothing);
 - each Ingress rule and default backend, to its Services;
 - each Service of type LoadBalancer or NodePort, or with externalIPs: all of its ports;
 - each container hostPort, and every port of a pod on the host's network;
@@ -193,7 +194,13 @@ class Edge:
                 else "PathPrefix /"
                 for m in rule.get("matches") or [{}]
             ]
-            for backend in rule.get("backendRefs") or []:
+            # a mirrored request reaches its backend too (its answer is dropped)
+            mirrors = [
+                f["requestMirror"]["backendRef"]
+                for f in filters
+                if f.get("type") == "RequestMirror" and f.get("requestMirror")
+            ]
+            for backend in [*(rule.get("backendRefs") or []), *mirrors]:
                 if backend.get("kind", "Service") != "Service" or backend.get("group", "") != "":
                     continue
                 targets = self._backend(

@@ -8,7 +8,7 @@ import pytest
 
 from components.edge import SECURITY_HEADERS, TLS_CIPHERS
 from infra.settings import parse_settings
-from tests.unit.harness import Recorded, by_kind, one, raw_stack
+from tests.unit.harness import Recorded, by_kind, one, raw_stack, run_stack
 
 
 def listeners(stack: list[Recorded]) -> dict[str, dict[str, Any]]:
@@ -71,7 +71,7 @@ def test_site_route_sends_the_public_paths_with_the_security_headers(
     settings = parse_settings(raw_stack("prod"))
     route = one(prod, "HTTPRoute", "onboarding")
     assert route.spec["hostnames"] == [settings.ingress.host]
-    (rule,) = route.spec["rules"]
+    rule = route.spec["rules"][0]
     assert [m["path"] for m in rule["matches"]] == [
         {"type": "PathPrefix", "value": p} for p in settings.ingress.public_paths
     ]
@@ -80,6 +80,38 @@ def test_site_route_sends_the_public_paths_with_the_security_headers(
     sent = {h["name"]: h["value"] for h in headers["responseHeaderModifier"]["set"]}
     assert sent == SECURITY_HEADERS
     assert sent["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def test_management_paths_are_answered_404_by_the_edge_itself(prod: list[Recorded]) -> None:
+    """Were the image to serve /metrics or /healthz on its public port too, "/" would carry
+    them; a longer prefix wins in Gateway API, and these rules have no backend at all."""
+    settings = parse_settings(raw_stack("prod"))
+    assert settings.ingress.public_paths == ["/"]
+    rules = one(prod, "HTTPRoute", "onboarding").spec["rules"]
+    blocked = [rule for rule in rules if "backendRefs" not in rule]
+    assert len(rules) == 2 and len(blocked) == 1
+    assert [m["path"] for m in blocked[0]["matches"]] == [
+        {"type": "PathPrefix", "value": settings.webapp.metrics_path},
+        {"type": "PathPrefix", "value": settings.webapp.health_path},
+    ]
+    (reference,) = [f["extensionRef"] for f in blocked[0]["filters"] if f["type"] == "ExtensionRef"]
+    assert reference["group"] == "gateway.envoyproxy.io"
+    assert reference["kind"] == "HTTPRouteFilter"
+    direct = one(prod, "HTTPRouteFilter", reference["name"]).spec["directResponse"]
+    assert direct["statusCode"] == 404
+
+
+def test_no_block_rule_when_no_public_path_covers_a_management_path() -> None:
+    stack = run_stack("prod", {"onboarding:ingress": public_paths_only("/ouverture")}).resources
+    (rule,) = one(stack, "HTTPRoute", "onboarding").spec["rules"]
+    assert rule["backendRefs"]
+    assert by_kind(stack, "HTTPRouteFilter") == []
+
+
+def public_paths_only(*paths: str) -> dict[str, Any]:
+    edge = dict(raw_stack("prod")["ingress"])
+    edge["publicPaths"] = list(paths)
+    return edge
 
 
 def test_tls_policy_sets_tls_1_2_minimum_and_forward_secret_aead_ciphers(

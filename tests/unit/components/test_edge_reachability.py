@@ -94,6 +94,16 @@ def test_a_route_to_the_management_port_is_found(prod_world: tuple[list[Manifest
     assert any("(/healthz) is routed" in p for p in report), report
 
 
+def test_a_request_mirror_to_couchdb_is_found(prod_world: tuple[list[Manifest], Any]) -> None:
+    found, settings = prod_world
+    route = named(found, "HTTPRoute", "onboarding")
+    port = named(found, "Service", "couchdb")["spec"]["ports"][0]["port"]
+    mirror = {"backendRef": {"name": "couchdb", "port": port}}
+    route["spec"]["rules"][0]["filters"].append({"type": "RequestMirror", "requestMirror": mirror})
+    report = problems(reachable(found), settings)
+    assert any("CouchDB is reachable" in p for p in report), report
+
+
 def test_a_node_port_service_is_found(prod_world: tuple[list[Manifest], Any]) -> None:
     found, settings = prod_world
     named(found, "Service", "couchdb")["spec"]["type"] = "NodePort"
