@@ -232,3 +232,17 @@ def test_pulumi_env_defaults_the_passphrase_in_render_mode_only(box: Sandbox) ->
     assert sourced_passphrase(box) == PUBLIC
     box.env["PULUMI_BACKEND_URL"] = "s3://state?endpoint=127.0.0.1:9"
     assert sourced_passphrase(box) == "<unset>"
+
+
+def test_a_kms_stack_deploys_without_a_passphrase_and_keeps_its_key_lines(box: Sandbox) -> None:
+    state_cfg = Path(box.env["PULUMI_BACKEND_URL"].removeprefix("file://")) / "config"
+    state_cfg.mkdir(parents=True)
+    kms = "secretsprovider: awskms://alias/onboarding-state?region=eu-west-3\nencryptedkey: AQID\n"
+    (state_cfg / "Pulumi.prod.yaml").write_text("config: {}\n" + kms)
+    box.kubeconfig("onboarding-prod")
+    done = box.run("preview", "prod")
+    assert done.returncode == 0, done.stderr
+    (call,) = box.calls("preview")
+    used = Path(call.split("--config-file ")[1].split()[0]).read_text()
+    assert used.endswith(kms)  # the repo file's content, then the provider's lines as kept
+    assert "onboarding:kubeContext: onboarding-prod" in used
