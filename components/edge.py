@@ -147,7 +147,14 @@ class Edge(pulumi.ComponentResource):
             f"{name}-gateway",
             api_version=GATEWAY_API,
             kind="Gateway",
-            metadata=metadata(NAME),
+            metadata=ObjectMetaArgs(
+                name=NAME,
+                namespace=args.namespace,
+                labels=labels,
+                # `pulumi up` waits until Envoy Gateway has programmed the Gateway (its proxies
+                # up, an address given): a missing class or controller fails the deploy.
+                annotations={"pulumi.com/waitFor": "condition=Programmed"},
+            ),
             spec={
                 "gatewayClassName": args.gateway_class,
                 "listeners": [

@@ -15,7 +15,8 @@
 #     without the pool label and taint: the prod stack's NodePatch resources add those;
 #     32 CPU / 128Gi / 110 pods allocatable each, room for both stacks;
 #   - a default StorageClass served by a stand-in provisioner, the `envoy-gateway`
-#     GatewayClass (no Envoy Gateway controller behind it), and the CRDs of the Prometheus Operator
+#     GatewayClass with a stand-in for Envoy Gateway's Gateway status (Programmed, an address),
+#     and the CRDs of the Prometheus Operator
 #     (PodMonitor, Probe, PrometheusRule, ServiceMonitor), of the Gateway API standard channel,
 #     of Envoy Gateway's policies and of cert-manager (versions in scripts/bootstrap-kube.sh).
 #

@@ -7,12 +7,13 @@ hosting provider's cluster to the Pulumi program (scripts/kube-up.sh runs both c
             GatewayClass (what installing Envoy Gateway gives the provider's cluster);
             the CRDs of the kinds the program creates (Prometheus Operator, Gateway API,
             Envoy Gateway policies, cert-manager): every *.yaml of each --crds directory.
-  run       a stand-in controller, polling every second, for what the real cluster runs:
-            a volume provisioner for that StorageClass (what the provider's CSI driver does):
-            a claim the scheduler has picked a node for gets a `local` PersistentVolume on
-            that node, pre-bound to it; a released volume is deleted. Envoy Gateway itself is
-            not there: the Gateway API objects are validated (schemas and CEL rules) and
-            stored, nothing programs a proxy (Pulumi does not wait for one).
+  run       two stand-in controllers, polling every second, for what the real cluster runs:
+            - a volume provisioner for that StorageClass (what the provider's CSI driver does):
+              a claim the scheduler has picked a node for gets a `local` PersistentVolume on
+              that node, pre-bound to it; a released volume is deleted;
+            - Envoy Gateway's Gateway status: a Gateway of class envoy-gateway is marked
+              Accepted and Programmed with an address (Pulumi waits for Programmed). The
+              address is a documentation one (192.0.2.0/24): no proxy runs, nothing listens.
 
 Nothing here creates, edits or admits a pod: scheduling, admission and pod status are the real
 scheduler's, the real API server's and kwok's.
@@ -41,6 +42,7 @@ PROVISIONER = "onboarding.local/fake-csi"
 STORAGE_CLASS = "onboarding-local"
 GATEWAY_CLASS = "envoy-gateway"
 GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
+GATEWAY_ADDRESS = "192.0.2.10"
 # Enough for both stacks at full scale on any one node (prod's quota is ~13.5 CPU / 32 GiB
 # in all, preprod's ~4 CPU / 6 GiB).
 NODE_ALLOCATABLE = {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}
@@ -240,6 +242,42 @@ def provision(api: KubeAPI) -> None:
             log(f"deleted released volume {pv['metadata']['name']}")
 
 
+def publish_gateway_status(api: KubeAPI) -> None:
+    for gateway in api.items("/apis/gateway.networking.k8s.io/v1/gateways"):
+        meta, status = gateway["metadata"], gateway.get("status") or {}
+        if gateway["spec"].get("gatewayClassName") != GATEWAY_CLASS:
+            continue
+        generation = meta.get("generation", 1)
+        if any(
+            c["type"] == "Programmed" and c.get("observedGeneration") == generation
+            for c in status.get("conditions") or []
+        ):
+            continue
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+        def condition(kind: str, gen: int = generation, at: str = now) -> dict[str, Any]:
+            return {
+                "type": kind,
+                "status": "True",
+                "reason": kind,
+                "message": "stand-in for Envoy Gateway (scripts/kube/cluster-addons.py)",
+                "observedGeneration": gen,
+                "lastTransitionTime": at,
+            }
+
+        api.merge_patch(
+            f"/apis/gateway.networking.k8s.io/v1/namespaces/{meta['namespace']}/gateways/"
+            f"{meta['name']}/status",
+            {
+                "status": {
+                    "addresses": [{"type": "IPAddress", "value": GATEWAY_ADDRESS}],
+                    "conditions": [condition("Accepted"), condition("Programmed")],
+                }
+            },
+        )
+        log(f"gateway {meta['namespace']}/{meta['name']}: Programmed, {GATEWAY_ADDRESS}")
+
+
 def run(api: KubeAPI) -> None:
     stopping = False
 
@@ -249,12 +287,13 @@ def run(api: KubeAPI) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log(f"running: provisioner {PROVISIONER}")
+    log(f"running: provisioner {PROVISIONER}, gateway status for class {GATEWAY_CLASS}")
     while not stopping:
-        try:
-            provision(api)
-        except (ApiError, OSError, KeyError) as error:
-            log(f"provision: {error}")
+        for step in (provision, publish_gateway_status):
+            try:
+                step(api)
+            except (ApiError, OSError, KeyError) as error:
+                log(f"{step.__name__}: {error}")
         time.sleep(1)
     log("stopped")
 

@@ -425,6 +425,9 @@ def test_namespace_holds_its_policies_budgets_autoscaler_and_cronjobs(
     edge = stack_config(stack)["onboarding:ingress"]
     (gateway,) = cluster.api.items(f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/gateways")
     assert gateway["spec"]["gatewayClassName"] == edge["gateway"]["className"]
+    # Pulumi waited for it (pulumi.com/waitFor), the status from cluster-addons' stand-in
+    assert gateway["metadata"]["annotations"]["pulumi.com/waitFor"] == "condition=Programmed"
+    assert {c["type"]: c["status"] for c in gateway["status"]["conditions"]}["Programmed"] == "True"
     assert cluster.api.get_or_none(
         f"/apis/gateway.networking.k8s.io/v1/gatewayclasses/{edge['gateway']['className']}"
     )

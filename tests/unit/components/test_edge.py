@@ -25,6 +25,8 @@ def test_gateway_serves_the_host_over_https_with_the_cert_manager_certificate(
     assert gateway.inputs["apiVersion"] == "gateway.networking.k8s.io/v1"
     assert gateway.metadata["namespace"] == settings.namespace
     assert gateway.spec["gatewayClassName"] == settings.ingress.gateway.class_name
+    # `pulumi up` fails unless Envoy Gateway programs it
+    assert gateway.metadata["annotations"] == {"pulumi.com/waitFor": "condition=Programmed"}
     found = listeners(stack)
     assert sorted(found) == ["http", "https"]
     https, http = found["https"], found["http"]
