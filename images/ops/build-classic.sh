@@ -43,7 +43,13 @@ dockerd --data-root "$WORK/root" --exec-root "$WORK/exec" -H "$DOCKER_HOST" \
 	--pidfile "$WORK/docker.pid" --iptables=false --ip6tables=false --bridge=none \
 	>"$WORK/dockerd.log" 2>&1 &
 daemon=$!
-trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true' EXIT
+stop() {
+	kill "$daemon" 2>/dev/null
+	wait "$daemon" 2>/dev/null || true
+	# dockerd leaves its default network namespace mounted under --exec-root
+	umount "$WORK/exec/netns/default" 2>/dev/null || true
+}
+trap stop EXIT
 for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
 docker version >/dev/null 2>&1 || die "dockerd did not start (log: $WORK/dockerd.log)"
 
