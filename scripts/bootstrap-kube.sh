@@ -159,12 +159,12 @@ build_kwok() {
 	done
 }
 
-crd_set() { # dest-name module dir-in-zip file-glob...: copy a module zip's CRD files
-	local name=$1 module=$2 sub=$3 dir f n=0
-	shift 3
+crd_set() { # dest-name module dir-in-zip group plural...: copy <group>_<plural>.yaml of a module zip
+	local name=$1 module=$2 sub=$3 group=$4 dir f n=0
+	shift 4
 	local dest="$PREFIX/crds/$name"
 	# the stamp is the module and the file list: changing either copies again
-	if [ -f "$dest/.complete" ] && [ "$(cat "$dest/.complete")" = "$module $sub $*" ]; then
+	if [ -f "$dest/.complete" ] && [ "$(cat "$dest/.complete")" = "$module $sub $group $*" ]; then
 		log "crds: $name up to date"
 		return
 	fi
@@ -173,35 +173,31 @@ crd_set() { # dest-name module dir-in-zip file-glob...: copy a module zip's CRD 
 	[ -d "$dir/$sub" ] || die "go mod download $module gave no $sub/ (is GOPROXY reachable?)"
 	rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
 	for f in "$@"; do
+		f="${group}_$f.yaml"
 		[ -f "$dir/$sub/$f" ] || die "$module has no $sub/$f"
 		cp "$dir/$sub/$f" "$dest.tmp/" && n=$((n + 1))
 	done
-	chmod -R u+w "$dest.tmp" && printf '%s\n' "$module $sub $*" >"$dest.tmp/.complete"
+	chmod -R u+w "$dest.tmp" && printf '%s\n' "$module $sub $group $*" >"$dest.tmp/.complete"
 	rm -rf "$dest" && mv "$dest.tmp" "$dest"
 	log "crds: $name: $n files"
 }
 
 # $PREFIX/crds/<set>/*.yaml; scripts/kube-up.sh installs every set listed by crd_dirs
 build_crds() {
-	local f
 	crd_set "prometheus-operator-v$PROMETHEUS_OPERATOR_VERSION" \
 		"github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION" \
-		example/prometheus-operator-crd \
-		$(for f in podmonitors probes prometheusrules servicemonitors; do echo "monitoring.coreos.com_$f.yaml"; done)
+		example/prometheus-operator-crd monitoring.coreos.com \
+		podmonitors probes prometheusrules servicemonitors
 	# the standard channel's CRDs (not its ValidatingAdmissionPolicy, vap_safeupgrades)
 	crd_set "gateway-api-v$GATEWAY_API_VERSION" "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION" \
-		config/crd/standard \
-		$(for f in gatewayclasses gateways httproutes grpcroutes referencegrants backendtlspolicies; do
-			echo "gateway.networking.k8s.io_$f.yaml"
-		done)
+		config/crd/standard gateway.networking.k8s.io \
+		gatewayclasses gateways httproutes grpcroutes referencegrants backendtlspolicies
 	crd_set "envoy-gateway-v$ENVOY_GATEWAY_VERSION" "github.com/envoyproxy/gateway@v$ENVOY_GATEWAY_VERSION" \
-		charts/gateway-helm/charts/crds/crds/generated \
-		$(for f in clienttrafficpolicies backendtrafficpolicies securitypolicies httproutefilters; do
-			echo "gateway.envoyproxy.io_$f.yaml"
-		done)
+		charts/gateway-helm/charts/crds/crds/generated gateway.envoyproxy.io \
+		clienttrafficpolicies backendtrafficpolicies securitypolicies httproutefilters
 	crd_set "cert-manager-v$CERT_MANAGER_VERSION" "github.com/cert-manager/cert-manager@v$CERT_MANAGER_VERSION" \
-		deploy/crds \
-		$(for f in certificates certificaterequests issuers clusterissuers; do echo "cert-manager.io_$f.yaml"; done)
+		deploy/crds cert-manager.io \
+		certificates certificaterequests issuers clusterissuers
 }
 
 # ---------------------------------------------------------------------------------------------
