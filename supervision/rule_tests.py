@@ -21,6 +21,7 @@ from supervision.rules import (
     alert_rules,
     audit_gauge_query,
     build_rule_groups,
+    eq,
     probe_selector,
     selector,
     sli_record_name,
@@ -164,6 +165,12 @@ def _stories(ctx: MonitoringContext) -> list[Story]:
     env, ns = ctx.environment, ctx.namespace
     probe = f"probe_success{probe_selector(ctx)}"
     probe_labels = {"job": ctx.probe_job, "instance": ctx.public_url}
+    cert = {"name": "couchdb-tls", "namespace": ns, "issuer_name": "couchdb-ca"}
+    renewal = "certmanager_certificate_renewal_timestamp_seconds" + selector(*eq(**cert))
+    expiration = "certmanager_certificate_expiration_timestamp_seconds" + selector(*eq(**cert))
+    elsewhere = "certmanager_certificate_expiration_timestamp_seconds" + selector(
+        *eq(**{**cert, "namespace": "onboarding-other"})
+    )
     env_labels = {"environment": env, "namespace": ns}
     couch = {"job": ctx.couchdb_job, "namespace": ns}
     pods = [f"couchdb-{i}" for i in range(ctx.couchdb_replicas)]
@@ -477,6 +484,40 @@ def _stories(ctx: MonitoringContext) -> list[Story]:
             "CertificateExpiryCritical",
             "a certificate ten days from expiry does not page",
             {f"probe_ssl_earliest_cert_expiry{probe_selector(ctx)}": f"{10 * 86400}x20"},
+            "10m",
+        ),
+        Story(
+            "CertificateRenewalOverdue",
+            "couchdb-tls due for renewal for two days opens a ticket",
+            {renewal: "0x200"},
+            "2d",
+            [Expect(cert, 2 * 86400)],
+            interval="15m",
+            long=True,
+        ),
+        Story(
+            "CertificateRenewalOverdue",
+            "couchdb-tls due for renewal in a week is silent",
+            {renewal: f"{7 * 86400}x20"},
+            "1h",
+        ),
+        Story(
+            "CertificateManagedExpiryCritical",
+            "couchdb-tls two days from expiry pages",
+            {expiration: f"{2 * 86400}x20"},
+            "10m",
+            [Expect(cert, 2 * 86400 - 600)],
+        ),
+        Story(
+            "CertificateManagedExpiryCritical",
+            "couchdb-tls ten days from expiry does not page",
+            {expiration: f"{10 * 86400}x20"},
+            "10m",
+        ),
+        Story(
+            "CertificateManagedExpiryCritical",
+            "a certificate of another namespace does not page here",
+            {elsewhere: f"{2 * 86400}x20"},
             "10m",
         ),
     ]

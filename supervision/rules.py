@@ -585,6 +585,7 @@ def _job_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
 
 def _certificate_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
     expiry = f"probe_ssl_earliest_cert_expiry{probe_selector(ctx)} - time()"
+    managed = selector(*eq(namespace=ctx.namespace))
     return [
         _alert(
             ctx,
@@ -611,6 +612,39 @@ def _certificate_alerts(ctx: MonitoringContext) -> list[dict[str, Any]]:
             description=(
                 f"The certificate served at {ctx.public_url} expires in {DURATION}. When it "
                 f"does, browsers refuse the site: a full outage."
+            ),
+        ),
+        # Every cert-manager Certificate of the namespace, the internal ones included (CouchDB's
+        # HTTPS and Erlang distribution, runbooks/internal-tls.md), which no probe sees; from
+        # cert-manager's own metrics, when the hosting provider's Prometheus scrapes them.
+        _alert(
+            ctx,
+            "CertificateRenewalOverdue",
+            f"time() - certmanager_certificate_renewal_timestamp_seconds{managed} > 86400",
+            severity="ticket",
+            for_="15m",
+            summary=(
+                f"{ctx.environment}: cert-manager has not renewed {label('name')} for {DURATION}"
+            ),
+            description=(
+                f"Certificate {label('name')} in {ctx.namespace} was due for renewal "
+                f"{DURATION} ago. An internal certificate (couchdb-tls) has 10 days between "
+                f"its renewal time and its expiry; when it expires, CouchDB's clients and "
+                f"nodes refuse it."
+            ),
+        ),
+        _alert(
+            ctx,
+            "CertificateManagedExpiryCritical",
+            # Three days left: a renewal failing for a week (couchdb-tls renews 10 days ahead).
+            f"certmanager_certificate_expiration_timestamp_seconds{managed} - time() < 3 * 86400",
+            severity="page",
+            for_="5m",
+            summary=f"{ctx.environment}: certificate {label('name')} expires in {DURATION}",
+            description=(
+                f"Certificate {label('name')} in {ctx.namespace} expires in {DURATION} and "
+                f"cert-manager has not renewed it. For couchdb-tls: every client and every "
+                f"CouchDB node refuses an expired certificate, a full outage of the database."
             ),
         ),
     ]
