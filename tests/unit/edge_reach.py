@@ -168,7 +168,7 @@ class Edge:
                     hosts = _hosts(listener.get("hostname"), spec.get("hostnames") or [])
                     entry = f"Gateway {key[0]}/{key[1]} {listener['name']}"
                     for host in hosts:
-                        found |= self._route_rules(entry, host, route_ns, spec)
+                        found |= self._route_rules(entry, host, route_ns, route["kind"], spec)
         return found
 
     def _allows(self, listener: dict[str, Any], gateway_ns: str, route: Manifest) -> bool:
@@ -182,18 +182,22 @@ class Edge:
         # All, or a Selector this evaluator does not narrow: count the route as attached.
         return True
 
-    def _route_rules(self, entry: str, host: str, namespace: str, spec: Manifest) -> set[Reach]:
+    def _route_rules(
+        self, entry: str, host: str, namespace: str, kind: str, spec: Manifest
+    ) -> set[Reach]:
         found: set[Reach] = set()
         for rule in spec.get("rules") or []:
             filters = rule.get("filters") or []
             if any(f.get("type") == "RequestRedirect" for f in filters):
                 continue  # answered by the proxy itself
-            paths = [
+            paths: list[str | None] = [
                 f"{m['path'].get('type', 'PathPrefix')} {m['path'].get('value', '/')}"
                 if m.get("path")
                 else "PathPrefix /"
                 for m in rule.get("matches") or [{}]
             ]
+            if kind != "HTTPRoute":
+                paths = [None]  # GRPCRoute, TLSRoute, TCPRoute...: every request or stream
             # a mirrored request reaches its backend too (its answer is dropped)
             mirrors = [
                 f["requestMirror"]["backendRef"]
@@ -272,9 +276,13 @@ def _hosts(listener_host: str | None, route_hosts: list[str]) -> list[str]:
         return [listener_host or "*"]
     if not listener_host:
         return list(route_hosts)
-    return [
-        h for h in route_hosts if _host_match(listener_host, h) or _host_match(h, listener_host)
-    ]
+    hosts = []
+    for host in route_hosts:
+        if _host_match(listener_host, host):
+            hosts.append(host)  # the route's is the narrower (or the same)
+        elif _host_match(host, listener_host):
+            hosts.append(listener_host)
+    return hosts
 
 
 def _host_match(pattern: str, host: str) -> bool:

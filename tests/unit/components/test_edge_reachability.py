@@ -167,6 +167,38 @@ def test_a_second_host_or_a_wider_listener_is_found(prod_world: tuple[list[Manif
     assert any("not expected" in p and "admin." in p for p in report), report
 
 
+def test_a_wildcard_route_host_on_the_listener_gets_the_listener_s_host(
+    prod_world: tuple[list[Manifest], Any],
+) -> None:
+    """A route for *.example.fr on a listener for the site's host answers that host only:
+    the same reach as before, nothing more."""
+    found, settings = prod_world
+    route = named(found, "HTTPRoute", "onboarding")
+    route["spec"]["hostnames"] = ["*." + settings.ingress.host.split(".", 1)[1]]
+    assert problems(reachable(found), settings) == []
+
+
+def test_a_tcp_listener_and_route_are_found(prod_world: tuple[list[Manifest], Any]) -> None:
+    found, settings = prod_world
+    gateway = named(found, "Gateway", "onboarding")
+    gateway["spec"]["listeners"].append({"name": "raw", "protocol": "TCP", "port": 5984})
+    port = named(found, "Service", "couchdb")["spec"]["ports"][0]["port"]
+    tcp_route = {
+        "kind": "TCPRoute",
+        "metadata": {"name": "raw", "namespace": settings.namespace},
+        "spec": {
+            "parentRefs": [{"name": "onboarding", "sectionName": "raw"}],
+            "rules": [{"backendRefs": [{"name": "couchdb", "port": port}]}],
+        },
+    }
+    # on the HTTPS listener (HTTPRoutes only) it attaches to nothing
+    stray = copy.deepcopy(tcp_route)
+    stray["spec"]["parentRefs"][0]["sectionName"] = "https"
+    assert problems(reachable([*found, stray]), settings) == []
+    report = problems(reachable([*found, tcp_route]), settings)
+    assert any("CouchDB is reachable" in p and "path=None" in p for p in report), report
+
+
 def test_the_redirect_listener_reaches_no_backend(prod_world: tuple[list[Manifest], Any]) -> None:
     """Taking the redirect away from the HTTP route makes it a plain-HTTP way in."""
     found, settings = prod_world
