@@ -330,7 +330,9 @@ def test_toolchain_versions() -> None:
     sdk_plugins = {}
     for plugin_json in (REPO / ".venv").glob("lib/python*/site-packages/*/pulumi-plugin.json"):
         data = json.loads(plugin_json.read_text())
-        sdk_plugins[data["name"]] = data["version"]
+        # Only resource SDKs name a provider plugin; pulumi_policy's file is {"resource": false}.
+        if data.get("resource", True) and "name" in data:
+            sdk_plugins[data["name"]] = data["version"]
     random = subprocess.run(
         [str(BIN / "pulumi-resource-random"), "-version"],
         capture_output=True,
