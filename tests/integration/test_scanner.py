@@ -1,10 +1,12 @@
 """scripts/scan-manifests.sh: the real checkov on the rendered manifests of both stacks, judged
 against security/checkov-skips.txt (scripts/checkov_gate.py).
 
-Runs when both stacks were rendered (scripts/render-and-validate.sh; .ci/run renders, then
-scans): zero failed checks, every skip with a reason, naming a check checkov has, excusing
-something. The gate's refusals are proven on the same reports with altered skip files, and
-the secrets scan on a copy of the manifests with a password put where none belongs.
+Scans what the real CLI renders from the current program: a copy of the project rendered by
+test_pulumi_cli's fixtures, with its own state (rendered/ and .pulumi-state/ are never touched;
+.ci/run also scans rendered/ after render-and-validate). Zero failed checks, every skip with a
+reason, naming a check checkov has, excusing something. The gate's refusals are proven on the
+same reports with altered skip files, and the secrets scan on a copy of the manifests with a
+password put where none belongs.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+# The render of both stacks by the real CLI (module fixtures, run again for this module).
+from tests.integration.test_pulumi_cli import Run, project, runs  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
-RENDERED = ROOT / "rendered"
 SKIPS = ROOT / "security" / "checkov-skips.txt"
 STACKS = ("prod", "preprod")
 SCANNER = ROOT / "scripts" / "scan-manifests.sh"
@@ -30,13 +34,16 @@ CHECKOV = (
     / f"checkov-{_VERSION.group(1)}"
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not all((RENDERED / stack).is_dir() for stack in STACKS),
-        reason="no rendered manifests: run scripts/render-and-validate.sh first",
-    ),
-]
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def rendered(request: pytest.FixtureRequest) -> Path:
+    """The folder holding both stacks' freshly rendered manifests (<root>/<stack>/)."""
+    done: dict[str, Run] = request.getfixturevalue("runs")
+    roots = {run.rendered.parent for run in done.values()}
+    assert len(roots) == 1 and all((root / s).is_dir() for root in roots for s in STACKS)
+    return roots.pop()
 
 
 def scan(*stacks: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -68,9 +75,9 @@ def gate(skips: Path, reports: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reports(tmp_path_factory: pytest.TempPathFactory, rendered: Path) -> Path:
     kept = tmp_path_factory.mktemp("checkov-reports")
-    result = scan(CHECKOV_REPORTS=str(kept))
+    result = scan(CHECKOV_REPORTS=str(kept), SCAN_ROOT=str(rendered))
     assert result.returncode == 0, result.stdout + result.stderr
     summary = re.search(r"checkov: (\d+) passed, (\d+) failed, (\d+) skipped", result.stdout)
     assert summary is not None, result.stdout
@@ -146,10 +153,10 @@ def test_a_finding_without_its_skip_fails(reports: Path, tmp_path: Path) -> None
     assert "FAILED CKV_K8S_40 StatefulSet.onboarding-preprod.couchdb" in result.stderr
 
 
-def test_a_secret_outside_the_secret_objects_fails_the_scan(tmp_path: Path) -> None:
+def test_a_secret_outside_the_secret_objects_fails_the_scan(tmp_path: Path, rendered: Path) -> None:
     """The skip of the rendered Secret objects hides nothing else: a password in a
     ConfigMap of the same folder is found."""
-    shutil.copytree(RENDERED / "prod", tmp_path / "prod")
+    shutil.copytree(rendered / "prod", tmp_path / "prod")
     leak = tmp_path / "prod" / "1-manifest" / "v1-configmap-onboarding-prod-leak.yaml"
     leak.write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leak\n  namespace: onboarding-prod\n"
