@@ -65,6 +65,7 @@ for stack in "${stacks[@]}"; do
 	run preview --policy-pack policies >"/tmp/preview-$stack.$$.log" 2>&1 ||
 		{ cat "/tmp/preview-$stack.$$.log" >&2; die "pulumi preview of $stack failed (or broke a policy, above)"; }
 	preview_s=$((SECONDS - start))
+	sed -n '/^Policies:/,/^$/p' "/tmp/preview-$stack.$$.log" >&2
 	tail -n 12 "/tmp/preview-$stack.$$.log" >&2
 	say "$stack: preview took ${preview_s}s"
 
