@@ -2,7 +2,7 @@
 STACK ?= prod
 SHELL := /bin/bash
 
-.PHONY: setup toolchain kube s3 ci-linters up preview test lint kube-up kube-down
+.PHONY: setup toolchain kube nodes s3 ci-linters up preview test lint kube-up kube-down
 
 setup:
 	scripts/setup.sh
@@ -13,6 +13,11 @@ toolchain:
 # The Kubernetes control plane the deploy test runs against (built once, cached).
 kube:
 	scripts/bootstrap-kube.sh >/dev/null
+
+# The binaries of the real-pods cluster's nodes: kubelet, kube-proxy, containerd, runc, CNI
+# plugins, crictl, CoreDNS, local-path-provisioner, pause (built once, cached; scripts/realpods/).
+nodes:
+	scripts/bootstrap-nodes.sh >/dev/null
 
 # The S3-compatible server (SeaweedFS) the off-site backup tests run against (built once, cached).
 s3:
