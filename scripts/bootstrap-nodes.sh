@@ -121,6 +121,17 @@ go_install_to() {
 	GOBIN="$out" go install -trimpath ${extra[@]+"${extra[@]}"} -tags "$tags" -ldflags "$ldflags" "$@"
 }
 
+# go build inside a module's own directory of the module cache, where its go.mod is the main
+# module's (`go install pkg@version` refuses a go.mod with exclude or replace directives).
+# $1 module@version, $2 scratch dir, $3 build tags, $4 ldflags, then packages relative to the module.
+go_build_in_module() {
+	local dir out=$2 tags=$3 ldflags=$4
+	dir=$(module_dir "$1")
+	shift 4
+	rm -rf "$out" && mkdir -p "$out"
+	(cd "$dir" && go build -mod=readonly -trimpath -tags "$tags" -ldflags "$ldflags" -o "$out/" "$@")
+}
+
 # ---------------------------------------------------------------------------------------------
 # kubelet, kube-proxy: the wrapper module scripts/kube/nodes, built as bootstrap-kube.sh builds
 # the control plane (the same version variables)
@@ -209,14 +220,16 @@ containerd_ldflags() {
 
 build_containerd() {
 	local stamp c fresh=1 pkgs=() out="$WORK/containerd-bin"
-	stamp="containerd v$CONTAINERD_VERSION recipe $(recipe_hash <(containerd_ldflags) <(declare -f build_containerd) <(echo "$CONTAINERD_TAGS"))"
+	stamp="containerd v$CONTAINERD_VERSION recipe $(recipe_hash <(containerd_ldflags) <(declare -f build_containerd go_build_in_module) <(echo "$CONTAINERD_TAGS"))"
 	for c in "${CONTAINERD_CMDS[@]}"; do
 		is_fresh "$c" "$stamp" || fresh=0
-		pkgs+=("github.com/containerd/containerd/v2/cmd/$c@v$CONTAINERD_VERSION")
+		pkgs+=("./cmd/$c")
 	done
 	if [ $fresh = 1 ]; then log "containerd: up to date"; return; fi
 	log "containerd: building ${CONTAINERD_CMDS[*]} v$CONTAINERD_VERSION (tags: $CONTAINERD_TAGS)"
-	go_install_to "$out" "$CONTAINERD_TAGS" "$(containerd_ldflags)" -- "${pkgs[@]}" ||
+	# its go.mod has exclude directives: built in its own module directory
+	go_build_in_module "github.com/containerd/containerd/v2@v$CONTAINERD_VERSION" "$out" \
+		"$CONTAINERD_TAGS" "$(containerd_ldflags)" "${pkgs[@]}" ||
 		die "building containerd failed (log above)"
 	check_static "$out/containerd" && check_reports "$out/containerd" "v$CONTAINERD_VERSION" --version
 	check_static "$out/ctr" && check_reports "$out/ctr" "v$CONTAINERD_VERSION" --version
