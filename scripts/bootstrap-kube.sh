@@ -107,8 +107,11 @@ build_kube_binary() { # binary-name
 	(cd "$src" && go build -mod=readonly -trimpath -ldflags "$(kube_ldflags)" \
 		-o "$BIN/.$name.tmp" "k8s.io/kubernetes/cmd/$name") ||
 		die "building $name failed (log above)"
-	"$BIN/.$name.tmp" --version 2>/dev/null | grep -q "v$KUBE_VERSION" ||
-		die "$name --version does not report v$KUBE_VERSION: $("$BIN/.$name.tmp" --version 2>&1 | head -1)"
+	# kubectl has no --version flag: `kubectl version --client` says it
+	local ver=(--version)
+	[ "$name" = kubectl ] && ver=(version --client)
+	"$BIN/.$name.tmp" "${ver[@]}" 2>/dev/null | grep -q "v$KUBE_VERSION" ||
+		die "$name ${ver[*]} does not report v$KUBE_VERSION: $("$BIN/.$name.tmp" "${ver[@]}" 2>&1 | head -1)"
 	install_bin "$BIN/.$name.tmp" "$name"
 	mark_fresh "$name" "$stamp"
 }
