@@ -2,7 +2,7 @@
 STACK ?= prod
 SHELL := /bin/bash
 
-.PHONY: setup toolchain kube nodes s3 ci-linters up preview test lint kube-up kube-down
+.PHONY: setup toolchain kube nodes images s3 ci-linters up preview test lint kube-up kube-down
 
 setup:
 	scripts/setup.sh
@@ -18,6 +18,12 @@ kube:
 # plugins, crictl, CoreDNS, local-path-provisioner, pause (built once, cached; scripts/realpods/).
 nodes:
 	scripts/bootstrap-nodes.sh >/dev/null
+
+# The images the repository owns (couchops, the web app stand-in), built without a registry into
+# ${ONBOARDING_IMAGE_ARCHIVE:-~/.cache/onboarding-images} for the real-pods nodes (as root;
+# skipped when up to date; see scripts/build-images.sh).
+images:
+	scripts/build-images.sh >/dev/null
 
 # The S3-compatible server (SeaweedFS) the off-site backup tests run against (built once, cached).
 s3:
