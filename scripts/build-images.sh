@@ -143,6 +143,7 @@ if [ "$stale" -gt 0 ]; then
 	for name in "${names[@]}"; do
 		[ -z "${SKIP[$name]:-}" ] || continue
 		tag=${TAG[$name]}
+		old=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 		t=$(now)
 		DOCKER_BUILDKIT=0 docker build --network host -f "${DOCKERFILE[$name]}" -t "$tag" \
 			"${CONTEXT[$name]}" >"$WORK/build-$name.log" 2>&1 ||
@@ -157,11 +158,13 @@ if [ "$stale" -gt 0 ]; then
 		mv -f "$tmp" "${TAR[$name]}"
 		printf '%s\n' "${KEY[$name]}" >"${TAR[$name]}.key"
 		size=$(docker image inspect --format '{{.Size}}' "$tag")
+		# The image this tag named before, if another: not a prune, which would also drop the
+		# build stage's intermediate images, the classic builder's only cache of the pip step.
+		if [ -n "$old" ] && [ "$old" != "$(docker image inspect --format '{{.Id}}' "$tag")" ]; then
+			docker rmi "$old" >/dev/null 2>&1 || true
+		fi
 		log "$name: $tag built in $build s ($(grep -E '^Sending build context' "$WORK/build-$name.log" | sed 's/.*daemon *//') context), checked in $check s, saved in $(since "$t") s; image $((size / 1000000)) MB, ${TAR[$name]} $(du -m "${TAR[$name]}" | cut -f1) MiB"
 	done
-	t=$(now)
-	docker image prune -f >/dev/null
-	log "dangling images of earlier builds removed from the private daemon in $(since "$t") s"
 fi
 log "done in $(since "$started") s: $stale built, $((${#names[@]} - stale)) up to date"
 for name in "${names[@]}"; do printf '%s\t%s\n' "${TAG[$name]}" "${TAR[$name]}"; done
