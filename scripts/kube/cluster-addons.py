@@ -101,7 +101,7 @@ def node_ready(api: KubeAPI, name: str) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def install(api: KubeAPI, stack_file: Path, crds: list[Path]) -> None:
+def install(api: KubeAPI, stack_file: Path, crds: list[Path], real_nodes: bool = False) -> None:
     wait_for("the API server to be ready", lambda: api.get("/readyz").get("text") == "ok")
     wait_for(
         "the default ServiceAccount (controller-manager up)",
@@ -109,14 +109,19 @@ def install(api: KubeAPI, stack_file: Path, crds: list[Path]) -> None:
     )
 
     nodes = stack_nodes(stack_file)
-    for node in nodes:
+    for node in [] if real_nodes else nodes:
         if api.get_or_none(f"/api/v1/nodes/{node['name']}") is None:
             api.create("/api/v1/nodes", node_manifest(node))
             log(f"node {node['name']} created ({node['region']}/{node['zone']})")
     for node in nodes:
         wait_for(f"node {node['name']} to be Ready", lambda n=node: node_ready(api, n["name"]))
     log(f"{len(nodes)} nodes Ready")
+    if not real_nodes:
+        install_storage_class(api)
+    install_crds_and_gateway_class(api, crds)
 
+
+def install_storage_class(api: KubeAPI) -> None:
     api.apply(
         f"/apis/storage.k8s.io/v1/storageclasses/{STORAGE_CLASS}",
         {
@@ -133,6 +138,8 @@ def install(api: KubeAPI, stack_file: Path, crds: list[Path]) -> None:
     )
     log(f"StorageClass {STORAGE_CLASS} (default) applied")
 
+
+def install_crds_and_gateway_class(api: KubeAPI, crds: list[Path]) -> None:
     installed = 0
     for directory in crds:
         files = sorted(directory.glob("*.yaml"))
@@ -278,7 +285,7 @@ def publish_gateway_status(api: KubeAPI) -> None:
         log(f"gateway {meta['namespace']}/{meta['name']}: Programmed, {GATEWAY_ADDRESS}")
 
 
-def run(api: KubeAPI) -> None:
+def run(api: KubeAPI, gateway_only: bool = False) -> None:
     stopping = False
 
     def stop(_signum: int, _frame: Any) -> None:
@@ -287,9 +294,10 @@ def run(api: KubeAPI) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log(f"running: provisioner {PROVISIONER}, gateway status for class {GATEWAY_CLASS}")
+    steps = (publish_gateway_status,) if gateway_only else (provision, publish_gateway_status)
+    log(f"running: {', '.join(s.__name__ for s in steps)} (gateway class {GATEWAY_CLASS})")
     while not stopping:
-        for step in (provision, publish_gateway_status):
+        for step in steps:
             try:
                 step(api)
             except (ApiError, OSError, KeyError) as error:
@@ -307,14 +315,20 @@ def main() -> None:
     p_install.add_argument(
         "--crds", required=True, type=Path, action="append", help="a directory of CRD files"
     )
+    # a cluster with real nodes (scripts/realpods/): its kubelets register the nodes and a real
+    # provisioner serves its own default StorageClass, so neither is faked
+    p_install.add_argument(
+        "--real-nodes", action="store_true", help="no fake nodes, no StorageClass"
+    )
     p_run = sub.add_parser("run")
     p_run.add_argument("--kubeconfig", required=True)
+    p_run.add_argument("--gateway-only", action="store_true", help="no stand-in provisioner")
     args = parser.parse_args()
     api = KubeAPI(args.kubeconfig)
     if args.command == "install":
-        install(api, args.stack_file, args.crds)
+        install(api, args.stack_file, args.crds, args.real_nodes)
     else:
-        run(api)
+        run(api, args.gateway_only)
 
 
 if __name__ == "__main__":
