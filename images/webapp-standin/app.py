@@ -17,13 +17,14 @@ Management port (MANAGEMENT_PORT), for the kubelet and Prometheus only:
                    http_request_duration_seconds of the public port (the names the alerts use)
 
 A prospect document is written the way couchops expects the site's documents in the
-consolidated, partitioned database (couchops/README.md, consolidate and purge): id `<partition>:<random hex>`, partition = "u" + hex(HMAC-SHA256(
-USER_PARTITION_SECRET, utf8(email)))[:32] (couchops/partition.py computes the same function;
-the prospect's e-mail address is their user name), so no personal data is in the id (the
-document holds the prospect's fields, e-mail included, until the purge); `createdAt` is the
-creation instant, ISO-8601 UTC with milliseconds, the field couchops' purge reads a document's
-age from. Python standard library only; stateless; writes nothing to disk (the pod's root
-filesystem is read-only).
+consolidated, partitioned database (couchops/README.md, consolidate and purge): id
+`<partition>:<random hex>`, partition = "u" + hex(HMAC-SHA256(USER_PARTITION_SECRET,
+utf8(email)))[:32] (couchops/partition.py computes the same function; the prospect's e-mail
+address is their user name), so no personal data is in the id (the document holds the
+prospect's fields, e-mail included, until the purge); `createdAt` is the creation instant,
+ISO-8601 UTC with milliseconds, the field couchops' purge reads a document's age from. Python
+standard library only; stateless; writes nothing to disk (the pod's root filesystem is
+read-only).
 """
 
 from __future__ import annotations
