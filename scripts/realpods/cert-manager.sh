@@ -10,7 +10,8 @@
 # scripts/bootstrap-kube.sh kubectl): the harness's cert-manager.io ones and acme.cert-manager.io's,
 # which the controller's informers need even when no ACME issuer exists.
 # State in <state-dir>: cert-manager.pid, cert-manager.log, cert-manager.bootstrap.log,
-# cert-manager.ports (healthz and metrics ports on 127.0.0.1, free ones picked at start).
+# cert-manager.ports (healthz and metrics ports on 127.0.0.1, free ones picked at start),
+# cert-manager.lock (held by the running controller: never two for one state dir).
 # Ready = /readyz answers 200: every informer cache has synced, so Issuers and Certificates are
 # being reconciled.
 # A second start while it runs and is ready does nothing.
@@ -37,6 +38,7 @@ STATE=$2
 PIDFILE="$STATE/cert-manager.pid"
 LOGFILE="$STATE/cert-manager.log"
 PORTS="$STATE/cert-manager.ports"
+LOCKFILE="$STATE/cert-manager.lock"
 
 running_pid() { # prints the pid if the pid file names a live controller process of ours
 	local pid
@@ -84,6 +86,15 @@ start() {
 		log "already running and ready (pid $pid)"
 		return
 	fi
+	# one controller per state dir (there is no leader election): a running one that is not ready
+	# is stopped first; the lock, inherited by the controller, refuses a second one even if the
+	# pid file was lost
+	if running_pid >/dev/null; then
+		log "running but not ready: restarting it"
+		stop
+	fi
+	exec 9>>"$LOCKFILE"
+	flock -n 9 || die "another controller holds $LOCKFILE (not the one in $PIDFILE): end it first"
 	bin=$(quiet "$HERE/../bootstrap-cert-manager.sh" | tail -1)
 	install_crds "$kubeconfig" "$bin/../crds"
 	hosts=$(api_hosts "$kubeconfig")
@@ -108,7 +119,10 @@ start() {
 	printf '%s\n' "$pid" >"$PIDFILE"
 	until is_ready "$healthz"; do
 		[ -d "/proc/$pid" ] || die "the controller exited; last lines of $LOGFILE:$(printf '\n'; tail -20 "$LOGFILE")"
-		[ "$waited" -lt "$((READY_TIMEOUT * 2))" ] || die "not ready after ${READY_TIMEOUT}s; see $LOGFILE"
+		if [ "$waited" -ge "$((READY_TIMEOUT * 2))" ]; then
+			stop
+			die "not ready after ${READY_TIMEOUT}s, stopped; see $LOGFILE"
+		fi
 		sleep 0.5
 		waited=$((waited + 1))
 	done
