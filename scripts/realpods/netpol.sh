@@ -22,8 +22,8 @@
 # stop: ends the supervisor and kube-router, then removes kube-router's jumps, chains and ipsets
 # in each node (they would otherwise stay in force, unmaintained; kube-router v2.1.0's own
 # --cleanup-config leaves them, see write_cleanup).
-# The node image needs iptables (with iptables-save/-restore), ipset and busybox (health check):
-# scripts/realpods/ADDONS.md.
+# The node image needs iptables (with iptables-save/-restore), ipset, bash and timeout (the health
+# check; busybox's wget segfaults in the node image): scripts/realpods/ADDONS.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,7 +57,8 @@ running_in() { # node: the supervisor is alive
 
 enforcing_in() { # node: chains in place and the health check answers
 	in_node "$1" sh -c "iptables -S FORWARD | grep -q -- '-j KUBE-ROUTER-FORWARD'" &&
-		in_node "$1" busybox wget -q -T 2 -O /dev/null "http://127.0.0.1:$HEALTH_PORT/healthz" 2>/dev/null
+		in_node "$1" timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$HEALTH_PORT &&
+			printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && head -1 <&3 | grep -q ' 200 '" 2>/dev/null
 }
 
 write_supervisor() { # file
