@@ -129,24 +129,44 @@ start() {
 	log "ready in $((waited / 2)).$((waited % 2 * 5))s (pid $pid)"
 }
 
-stop() {
-	local pid i
-	if ! pid=$(running_pid); then
-		log "not running"
-		rm -f "$PIDFILE"
-		return
-	fi
-	kill -TERM "$pid"
+strays() { # pids of other controllers whose --kubeconfig is a file of this state dir (a start
+	# before the lock existed could leave one behind)
+	local d pid
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		[ "$pid" != "${1:-}" ] || continue
+		{ tr '\0' '\n' <"$d/cmdline"; } 2>/dev/null | grep -qxF -- "--kubeconfig=$STATE/kubeconfig" || continue
+		readlink "$d/exe" 2>/dev/null | grep -q '/cert-manager-[^/]*/bin/controller$' && printf '%s\n' "$pid"
+	done
+	return 0
+}
+
+end_pid() { # pid: TERM, then KILL after 15 s
+	local i
+	kill -TERM "$1" 2>/dev/null || return 0
 	for i in $(seq 1 30); do
-		[ -d "/proc/$pid" ] || break
+		[ -d "/proc/$1" ] || break
 		sleep 0.5
 	done
-	if [ -d "/proc/$pid" ]; then
-		log "still running after 15s: SIGKILL"
-		kill -KILL "$pid"
+	if [ -d "/proc/$1" ]; then
+		log "pid $1 still running after 15s: SIGKILL"
+		kill -KILL "$1"
+	fi
+	log "stopped (pid $1, within $((i / 2 + 1))s)"
+}
+
+stop() {
+	local pid stray
+	if pid=$(running_pid); then
+		end_pid "$pid"
+	else
+		log "not running"
 	fi
 	rm -f "$PIDFILE"
-	log "stopped (pid $pid, within $((i / 2 + 1))s)"
+	for stray in $(strays "$pid"); do
+		log "a second controller for this state dir (pid $stray): stopping it too"
+		end_pid "$stray"
+	done
 }
 
 case $ACTION in
