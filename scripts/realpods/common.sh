@@ -380,11 +380,14 @@ start_nodes() { # node-image
 	done
 }
 
-wait_nodes_ready() { # timeout-seconds
-	local deadline=$((SECONDS + $1)) want ready
+wait_nodes_ready() { # timeout-seconds since-epoch: every node Ready, reported after since-epoch
+	local deadline=$((SECONDS + $1)) since=$2 want ready status beat
 	want=$(node_indexes | wc -l)
 	while [ $SECONDS -lt $deadline ]; do
-		ready=$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c True || true)
+		ready=0
+		while read -r status beat; do
+			[ "$status" = True ] && [ "$(date -d "$beat" +%s)" -ge "$since" ] && ready=$((ready + 1))
+		done < <(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\n"}{end}' 2>/dev/null || true)
 		[ "$ready" = "$want" ] && { log "$ready/$want nodes Ready"; return; }
 		sleep 2
 	done
@@ -432,9 +435,12 @@ install_addons() {
 		log "no scripts/realpods/cert-manager.sh: no cert-manager controller"
 	fi
 	if [ -x "$HERE/netpol.sh" ]; then
-		"$HERE/netpol.sh" start "$STATE" "$KUBECONFIG_FILE" 2>>"$STATE/logs/netpol-start.log" ||
-			die "netpol.sh start failed ($STATE/logs/netpol-start.log)"
-		log "NetworkPolicy enforcer started"
+		# enforcement is best effort: the cluster is usable without it, so a failure is loud, not fatal
+		if "$HERE/netpol.sh" start "$STATE" "$KUBECONFIG_FILE" 2>>"$STATE/logs/netpol-start.log"; then
+			log "NetworkPolicy enforcer ready"
+		else
+			log "WARNING: netpol.sh start failed, NetworkPolicies may not be enforced ($STATE/logs/netpol-start.log)"
+		fi
 	else
 		log "no scripts/realpods/netpol.sh: NetworkPolicies are not enforced"
 	fi

@@ -49,6 +49,7 @@ fi
 
 mkdir -p /etc/cni/net.d /var/lib/kubelet /var/log/pods /var/log/containers /opt/local-path-provisioner
 cp /etc/onb/10-onb-pods.conflist /etc/cni/net.d/
+printf 'runtime-endpoint: unix:///run/containerd/containerd.sock\nimage-endpoint: unix:///run/containerd/containerd.sock\n' >/etc/crictl.yaml
 
 PIDS=()
 supervise() { # name command...: run, restart after 2 s if it exits

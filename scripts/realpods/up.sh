@@ -91,11 +91,12 @@ phase_done
 
 # ---------------------------------------------------------------------------------------------
 phase "node containers"
+nodes_since=$(date +%s)
 start_nodes "$NODE_IMAGE"
 phase_done
 
 phase "nodes Ready"
-wait_nodes_ready 300
+wait_nodes_ready 300 "$nodes_since"
 phase_done
 
 # ---------------------------------------------------------------------------------------------
