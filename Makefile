@@ -1,8 +1,9 @@
 # The two commands of the README: `make up` (main job) and `make test`.
 STACK ?= prod
+REALPODS ?= onboarding-rp
 SHELL := /bin/bash
 
-.PHONY: setup toolchain kube nodes images s3 ci-linters up preview test lint kube-up kube-down
+.PHONY: setup toolchain kube nodes images s3 ci-linters up preview test lint kube-up kube-down realpods-up realpods-down
 
 setup:
 	scripts/setup.sh
@@ -58,3 +59,12 @@ kube-up: setup kube
 
 kube-down:
 	scripts/kube-down.sh
+
+# The real-pods cluster: the same control plane with five real nodes (docker containers running
+# containerd, kubelet, kube-proxy), pod network, DNS, volumes, cert-manager; the images of
+# ${ONBOARDING_IMAGE_ARCHIVE:-~/.cache/onboarding-images} loaded (as root; see scripts/realpods/README.md).
+realpods-up: setup
+	scripts/realpods/up.sh $(REALPODS)
+
+realpods-down:
+	scripts/realpods/down.sh $(REALPODS)
