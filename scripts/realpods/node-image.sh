@@ -123,5 +123,8 @@ if ! docker image inspect "$NODE_TAG" >/dev/null 2>&1; then
 		- "$NODE_TAG" >/dev/null
 	rm -rf "$tmpdir" "$layer"
 	log "node image $NODE_TAG in $((SECONDS - start))s"
+	# older node images (other inputs): removed unless a container still uses one
+	docker images --format '{{.Repository}}:{{.Tag}}' onboarding.local/realpods/node | grep -vxF "$NODE_TAG" |
+		while read -r old; do docker rmi "$old" >/dev/null 2>&1 && log "removed $old"; done || true
 fi
 echo "$NODE_TAG"
