@@ -3,7 +3,7 @@ STACK ?= prod
 REALPODS ?= onboarding-rp
 SHELL := /bin/bash
 
-.PHONY: setup toolchain kube nodes images s3 ci-linters up preview test lint kube-up kube-down realpods-up realpods-down
+.PHONY: setup toolchain kube nodes images realpods-images s3 ci-linters up preview test test-realpods lint kube-up kube-down realpods-up realpods-down
 
 setup:
 	scripts/setup.sh
@@ -44,8 +44,19 @@ preview: setup toolchain
 ci-linters:
 	scripts/bootstrap-ci-linters.sh >/dev/null
 
-test: setup toolchain kube s3 ci-linters
+# What tests/realpods needs beyond the rest: the images built (as root, with Debian's docker.io
+# and debootstrap); the node binaries, node image and add-ons are built by the tests' own
+# scripts/realpods/up.sh. Not root: said, and the real-pods tests skip with that reason.
+realpods-images:
+	@if [ "$$(id -u)" = 0 ]; then scripts/build-images.sh >/dev/null; \
+	else echo "make test: not root, so no images for tests/realpods (they skip)"; fi
+
+test: setup toolchain kube s3 ci-linters realpods-images
 	.venv/bin/pytest
+
+# Only the real-pods tests (a cluster of their own, both stacks deployed, faults), verbose.
+test-realpods: setup toolchain realpods-images
+	.venv/bin/pytest -m realpods -s -v tests/realpods
 
 lint: setup
 	.venv/bin/ruff check .

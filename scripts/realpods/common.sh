@@ -7,6 +7,10 @@ RP_HOME=${ONBOARDING_REALPODS_HOME:-$HOME/.cache/onboarding-realpods}
 STATE="$RP_HOME/$NAME"
 KUBECONFIG_FILE="$STATE/kubeconfig"
 ARCHIVE=${ONBOARDING_IMAGE_ARCHIVE:-$HOME/.cache/onboarding-images}
+# Registry mode (ONBOARDING_REALPODS_PULL=1, for a machine that reaches the registries the stack
+# files name): the nodes get a default route through the host, masqueraded, and the host's
+# resolvers, so containerd pulls what the archive does not hold. Off by default: nothing leaves.
+PULL=${ONBOARDING_REALPODS_PULL:-0}
 TOOLCHAIN=${TOOLCHAIN_CACHE:-$HOME/.cache/onboarding-toolchain}
 INFRA_IMAGES="$TOOLCHAIN/realpods-node/images"
 # the nodes' dockerd: its data root (the node image) is kept across clusters, as a cache
@@ -253,6 +257,7 @@ node_config() { # index
 		GATEWAY=$GATEWAY
 		SERVICE_CIDR=$SERVICE_CIDR
 		PEERS="$peers"
+		EGRESS=$PULL
 		NODE_LABELS=topology.kubernetes.io/region=$(node_field "$i" 3),topology.kubernetes.io/zone=$(node_field "$i" 2)
 	EOF
 	# no upstream resolver: the node network has no way out; CoreDNS answers cluster names only
@@ -335,13 +340,20 @@ node_config() { # index
 }
 
 start_nodes() { # node-image
-	local image=$1 i name state spec run
+	local image=$1 i name state spec run node_dns=(--dns 127.0.0.1) ns
 	mkdir -p "$ARCHIVE" "$INFRA_IMAGES"
+	if [ "$PULL" = 1 ]; then # the host's resolvers, for containerd's pulls
+		node_dns=()
+		while read -r ns; do
+			node_dns+=(--dns "$ns")
+		done < <(awk '$1 == "nameserver" && $2 !~ /^127\./ {print $2}' /etc/resolv.conf)
+		[ ${#node_dns[@]} -gt 0 ] || die "registry mode: no non-loopback nameserver in /etc/resolv.conf for the nodes"
+	fi
 	for i in $(node_indexes); do
 		name=$(node_name "$i")
 		node_config "$i"
 		run=(--name "$name" --hostname "$name"
-			--network "$NETWORK" --ip "$(node_ip "$i")" --dns 127.0.0.1
+			--network "$NETWORK" --ip "$(node_ip "$i")" "${node_dns[@]}"
 			--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined
 			--security-opt apparmor=unconfined --security-opt systempaths=unconfined
 			--cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /tmp

@@ -40,6 +40,9 @@ for rule in "-i $BRIDGE ! -o $BRIDGE -j DROP" "-o $BRIDGE ! -i $BRIDGE -j DROP";
 	# shellcheck disable=SC2086 # the rule is a word list
 	while iptables -C FORWARD $rule 2>/dev/null; do iptables -D FORWARD $rule; done
 done
+rule="-s $NODE_SUBNET ! -o $BRIDGE -j MASQUERADE" # registry mode's
+# shellcheck disable=SC2086 # the rule is a word list
+while iptables -t nat -C POSTROUTING $rule 2>/dev/null; do iptables -t nat -D POSTROUTING $rule; done
 if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE" 2>/dev/null || true; fi
 phase_done
 

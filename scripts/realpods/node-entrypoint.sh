@@ -29,7 +29,11 @@ mount --make-rshared /
 sysctl -qw net.ipv4.ip_forward=1
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 || log "no net.bridge.bridge-nf-call-iptables here"
 sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 || true
-ip route del default 2>/dev/null || true
+if [ "${EGRESS:-0}" = 1 ]; then # registry mode: out through the host (masqueraded there)
+	ip route replace default via "$GATEWAY"
+else
+	ip route del default 2>/dev/null || true
+fi
 ip route replace "$SERVICE_CIDR" via "$GATEWAY"
 for peer in $PEERS; do # cidr=ip
 	ip route replace "${peer%%=*}" via "${peer#*=}"

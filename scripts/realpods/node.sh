@@ -2,7 +2,8 @@
 # Stop or start one node container of a real-pods cluster, as a machine would fail and come
 # back: `kill` sends SIGKILL to the node container (containerd, the kubelet, kube-proxy and every
 # pod's processes die at once, nothing is drained or told); `start` starts the same container
-# again, with its volumes (the images, the pods' local volumes) as they were. The fault tests
+# again, with its volumes (the images, the pods' local volumes) as they were, and its
+# NetworkPolicy enforcer (scripts/realpods/netpol.sh). The fault tests
 # (tests/realpods/test_3_faults.py) use it. As root.
 #
 #   scripts/realpods/node.sh kill|start NAME NODE      # e.g. kill onboarding-rp onb-node-4
@@ -30,5 +31,10 @@ kill)
 start)
 	docker start "$NODE" >/dev/null
 	log "$NODE started again"
+	# the NetworkPolicy enforcer runs by `docker exec`, so it died with the node: started again
+	# (netpol.sh starts it only where it is missing), as up.sh would
+	if [ -x "$HERE/netpol.sh" ]; then
+		"$HERE/netpol.sh" start "$STATE" "$KUBECONFIG_FILE" || die "the NetworkPolicy enforcer did not come back on $NODE"
+	fi
 	;;
 esac

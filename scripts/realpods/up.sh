@@ -69,11 +69,19 @@ ip link set "$BRIDGE" up 2>/dev/null || true
 # version); the API server must bind the gateway address before any node starts, so add it
 ip link show "$BRIDGE" >/dev/null 2>&1 || die "docker created no bridge $BRIDGE"
 ip addr show dev "$BRIDGE" | grep -q "inet $GATEWAY/" || ip addr add "$GATEWAY/24" dev "$BRIDGE"
-# nothing leaves the node network: forwarding between it and any other interface is dropped
-for rule in "-i $BRIDGE ! -o $BRIDGE -j DROP" "-o $BRIDGE ! -i $BRIDGE -j DROP"; do
+if [ "$PULL" = 1 ]; then
+	# registry mode: the nodes' traffic out is masqueraded behind the host (for image pulls)
+	log "registry mode (ONBOARDING_REALPODS_PULL=1): the nodes reach outside through the host"
+	rule="-s $NODE_SUBNET ! -o $BRIDGE -j MASQUERADE"
 	# shellcheck disable=SC2086 # the rule is a word list
-	iptables -C FORWARD $rule 2>/dev/null || iptables -I FORWARD $rule
-done
+	iptables -t nat -C POSTROUTING $rule 2>/dev/null || iptables -t nat -A POSTROUTING $rule
+else
+	# nothing leaves the node network: forwarding between it and any other interface is dropped
+	for rule in "-i $BRIDGE ! -o $BRIDGE -j DROP" "-o $BRIDGE ! -i $BRIDGE -j DROP"; do
+		# shellcheck disable=SC2086 # the rule is a word list
+		iptables -C FORWARD $rule 2>/dev/null || iptables -I FORWARD $rule
+	done
+fi
 for i in $(node_indexes); do
 	ip route replace "$(pod_cidr "$i")" via "$(node_ip "$i")" dev "$BRIDGE"
 done

@@ -74,7 +74,7 @@ def _python(
 ) -> dict[str, Any]:
     """A pod spec running `code` with the stand-in's Python, on `node`, restricted."""
     return {
-        "nodeName": node,
+        "nodeSelector": {"kubernetes.io/hostname": node},
         "tolerations": [POOL_TOLERATION],
         "securityContext": RESTRICTED,
         "containers": [
