@@ -32,8 +32,9 @@ start)
 	docker start "$NODE" >/dev/null
 	log "$NODE started again"
 	# the NetworkPolicy enforcer runs by `docker exec`, so it died with the node: started again
-	# (netpol.sh starts it only where it is missing), as up.sh would
-	if [ -x "$HERE/netpol.sh" ]; then
+	# where the other nodes run it (netpol.sh starts it only where it is missing)
+	if [ -x "$HERE/netpol.sh" ] &&
+		"$HERE/netpol.sh" status "$STATE" | grep -v "^$NODE " | grep -q 'running=yes'; then
 		"$HERE/netpol.sh" start "$STATE" "$KUBECONFIG_FILE" || die "the NetworkPolicy enforcer did not come back on $NODE"
 	fi
 	;;
