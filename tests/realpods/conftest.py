@@ -342,19 +342,26 @@ class Project:
 def project(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Project:
     """A copy of the program with a state of its own and the cluster's kubeconfig, whose
     contexts carry the names the stack files give (onboarding-prod, onboarding-preprod)."""
-    base = tmp_path_factory.mktemp("realpods-pulumi")
+    # ONBOARDING_REALPODS_STATE keeps the project copy and its state across sessions (with
+    # ONBOARDING_REALPODS_KEEP=1 for the cluster): a later session then updates the same stacks.
+    kept = os.environ.get("ONBOARDING_REALPODS_STATE")
+    base = Path(kept) if kept else tmp_path_factory.mktemp("realpods-pulumi")
     copy = base / "project"
-    copy.mkdir()
+    copy.mkdir(parents=True, exist_ok=True)
     for name in ["Pulumi.yaml", *(f"Pulumi.{s}.yaml" for s in STACKS_IN_ORDER)]:
         shutil.copy2(REPO / name, copy / name)
     for package in ["infra", "components", "stacks", "monitoring", "supervision", "policies"]:
         if (REPO / package).is_dir():
             shutil.copytree(
-                REPO / package, copy / package, ignore=shutil.ignore_patterns("__pycache__")
+                REPO / package,
+                copy / package,
+                ignore=shutil.ignore_patterns("__pycache__"),
+                dirs_exist_ok=True,
             )
-    (copy / ".venv").symlink_to(REPO / ".venv")
+    if not (copy / ".venv").exists():
+        (copy / ".venv").symlink_to(REPO / ".venv")
     state = base / "state"
-    state.mkdir()
+    state.mkdir(exist_ok=True)
     env = {
         k: v
         for k, v in os.environ.items()
@@ -382,7 +389,8 @@ def deployed(project: Project, cluster: Cluster) -> Project:
     ]:
         require_image(image, why)
     for stack in STACKS_IN_ORDER:
-        project.pulumi("stack", "init", stack, "--secrets-provider", "passphrase")
+        if project.pulumi("stack", "select", stack, check=False).returncode != 0:
+            project.pulumi("stack", "init", stack, "--secrets-provider", "passphrase")
         start = time.monotonic()
         up = project.pulumi("up", "--yes", "--skip-preview", "--stack", stack)
         project.up_seconds[stack] = time.monotonic() - start

@@ -86,7 +86,7 @@ def test_couchdb_forms_its_cluster_from_the_rendered_configuration(
     # client Secret, and logging in with it proves the rendered hash is the right one.
     ini = cluster.secret(ns, "couchdb-server", "20-secrets.ini")
     password = cluster.secret(ns, "couchdb-admin", "adminPassword")
-    assert "-pbkdf2-" in ini and password not in ini
+    assert "admin = -pbkdf2" in ini and password not in ini
     _, result = probe(cluster, ns, "status", *node_urls(stack))
     assert result is not None
     for url, node in result["nodes"].items():
