@@ -379,7 +379,12 @@ class CouchDBCluster(pulumi.ComponentResource):
             # so that no `pulumi up` replaces it nor `pulumi destroy` deletes it by the way.
             opts=keep,
         )
-        self.selector_labels = self.statefulset.spec.selector.match_labels
+        # The plain labels, not the StatefulSet's output: an output of it is known only once
+        # every pod is Ready, and the pods' readiness (/_up) needs the peer traffic the
+        # NetworkPolicies below allow. Built from the output, the policies (and the Service, the
+        # disruption budget) waited for the StatefulSet, which under an enforcing CNI never
+        # became Ready (found on real pods, tests/realpods; KWOK marks pods Ready regardless).
+        self.selector_labels = pulumi.Output.from_input(selector)
 
         self.client_service = Service(
             f"{name}-client",

@@ -240,7 +240,9 @@ class WebApp(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self.selector_labels = self.deployment.spec.selector.match_labels
+        # The plain labels, not the Deployment's output (known only once it is available): the
+        # Service, the budget and the NetworkPolicy exist from the start (see CouchDBCluster).
+        self.selector_labels = pulumi.Output.from_input(selector)
 
         self.service = Service(
             f"{name}-service",

@@ -51,6 +51,8 @@ class Recorded:
     # Resource options as the engine receives them (RecordingMonitor).
     protect: bool = False
     retain_on_delete: bool = False
+    # The URNs the engine is told this resource waits for (its inputs' resources, dependsOn).
+    dependencies: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.secret_paths = []
@@ -76,6 +78,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources: list[Recorded] = []
         # (type, name) -> (protect, retainOnDelete), filled by RecordingMonitor.
         self.options: dict[tuple[str, str], tuple[bool, bool]] = {}
+        self.dependencies: dict[tuple[str, str], list[str]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
@@ -107,6 +110,7 @@ class RecordingMonitor(MockMonitor):
         protect = request.HasField("protect") and request.protect
         retain = request.HasField("retainOnDelete") and request.retainOnDelete
         self.recording.options[(request.type, request.name)] = (protect, retain)
+        self.recording.dependencies[(request.type, request.name)] = list(request.dependencies)
         return super().RegisterResource(request)
 
 
@@ -185,6 +189,7 @@ def run_stack(
         logger.removeHandler(warnings)
     for recorded in mocks.resources:
         recorded.protect, recorded.retain_on_delete = mocks.options[(recorded.type, recorded.name)]
+        recorded.dependencies = mocks.dependencies.get((recorded.type, recorded.name), [])
     return StackRun(mocks.resources, outputs, secret_outputs, warnings.messages)
 
 
