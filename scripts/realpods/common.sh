@@ -446,7 +446,9 @@ install_addons() {
 	else
 		log "no scripts/realpods/cert-manager.sh: no cert-manager controller"
 	fi
-	if [ -x "$HERE/netpol.sh" ]; then
+	if [ "${ONBOARDING_REALPODS_NETPOL:-1}" = 0 ]; then
+		log "ONBOARDING_REALPODS_NETPOL=0: NetworkPolicies are not enforced"
+	elif [ -x "$HERE/netpol.sh" ]; then
 		# enforcement is best effort: the cluster is usable without it, so a failure is loud, not fatal
 		if "$HERE/netpol.sh" start "$STATE" "$KUBECONFIG_FILE" 2>>"$STATE/logs/netpol-start.log"; then
 			log "NetworkPolicy enforcer ready"
