@@ -469,9 +469,11 @@ def probe(
     timeout: float = 300,
     wait: bool = True,
     node: str | None = None,
+    client: bool = True,
 ) -> tuple[str, dict[str, Any] | None]:
     """Runs probe.py ARGS in a client pod of `namespace` (on `node` if given); returns (pod,
-    the JSON result it printed last). Fails with the pod's log when it exits non-zero."""
+    the JSON result it printed last). Fails with the pod's log when it exits non-zero. With
+    `client` False the pod lacks the CouchDB-client label the NetworkPolicies admit."""
     spec = probe_spec(namespace, *args)
     if node:
         spec["nodeName"] = node
@@ -479,7 +481,10 @@ def probe(
         namespace,
         "realpods-probe",
         spec,
-        labels={CLIENT_LABEL: "true", "app.kubernetes.io/name": "realpods-probe"},
+        labels={
+            **({CLIENT_LABEL: "true"} if client else {}),
+            "app.kubernetes.io/name": "realpods-probe",
+        },
         timeout=timeout,
         wait=wait,
     )

@@ -8,6 +8,7 @@ otherwise: conftest.require_image)."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 
@@ -185,6 +186,38 @@ def test_the_web_app_writes_and_reads_through_its_service(
     doc_id = out["create"][1]["id"]
     _, result = probe(cluster, ns, "check", DATABASE, doc_id)
     assert result is not None and result["missing"] == [], result
+
+
+def test_the_network_policies_are_enforced(deployed: Project, cluster: Cluster) -> None:
+    """kube-router (scripts/realpods/netpol.sh) enforces the program's NetworkPolicies: the
+    same probe that reaches every CouchDB node as a labelled client is refused without the
+    label, and the web app's public port refuses a pod that is not the edge's."""
+    if os.environ.get("ONBOARDING_REALPODS_NETPOL") == "0":
+        pytest.skip("ONBOARDING_REALPODS_NETPOL=0: the cluster enforces no NetworkPolicy")
+    ns = namespace("prod")
+    _, allowed = probe(cluster, ns, "status", *node_urls("prod")[:2])
+    assert allowed is not None
+    assert all(n.get("up") == 200 for n in allowed["nodes"].values()), allowed
+    _, refused = probe(cluster, ns, "status", *node_urls("prod")[:2], client=False)
+    assert refused is not None
+    for url, node in refused["nodes"].items():
+        assert "error" in node and "up" not in node, (url, node)
+    spec = {
+        "containers": [
+            {
+                "name": "outsider",
+                "image": WEB_IMAGE,
+                "command": ["python", "-c", WEB_CLIENT],
+                "args": [f"http://webapp.{ns}.svc.cluster.local", "outsider@example.org"],
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+            }
+        ],
+        "tolerations": [
+            {"key": "onboarding.example.fr/dedicated", "operator": "Exists", "effect": "NoSchedule"}
+        ],
+    }
+    _, logs, code = cluster.run_pod("default", "outsider", spec, timeout=180)
+    assert code != 0 and ("refused" in logs or "timed out" in logs), logs[-2000:]
 
 
 def test_the_purge_cronjob_removes_a_document_older_than_the_retention(
