@@ -403,7 +403,9 @@ def deployed(project: Project, cluster: Cluster) -> Project:
 # programs run in the cluster
 
 
-def probe_spec(namespace: str, *args: str, image: str = OPS_IMAGE) -> dict[str, Any]:
+def probe_spec(
+    namespace: str, *args: str, image: str = OPS_IMAGE, wait_seconds: float = 90
+) -> dict[str, Any]:
     """A pod spec running probe.py in the ops image as a CouchDB client of the namespace:
     the admin credentials from couchdb-admin, the CA from couchdb-tls (ca.crt only), the
     restricted Pod Security profile the namespace enforces, and the pool's toleration."""
@@ -425,6 +427,7 @@ def probe_spec(namespace: str, *args: str, image: str = OPS_IMAGE) -> dict[str, 
                     {"name": "COUCHDB_URL", "value": f"https://couchdb.{namespace}.svc:6984"},
                     {"name": "COUCHDB_CA_FILE", "value": "/var/run/secrets/couchdb-ca/ca.crt"},
                     {"name": "NAMESPACE", "value": namespace},
+                    {"name": "PROBE_WAIT", "value": str(wait_seconds)},
                     *(
                         {
                             "name": name,
@@ -470,11 +473,12 @@ def probe(
     wait: bool = True,
     node: str | None = None,
     client: bool = True,
+    wait_seconds: float = 90,
 ) -> tuple[str, dict[str, Any] | None]:
     """Runs probe.py ARGS in a client pod of `namespace` (on `node` if given); returns (pod,
     the JSON result it printed last). Fails with the pod's log when it exits non-zero. With
     `client` False the pod lacks the CouchDB-client label the NetworkPolicies admit."""
-    spec = probe_spec(namespace, *args)
+    spec = probe_spec(namespace, *args, wait_seconds=wait_seconds)
     if node:
         spec["nodeName"] = node
     pod, logs, code = cluster.run_pod(

@@ -12,7 +12,8 @@ the real-pods tests ask CouchDB, each printing one JSON line last.
     info DB                         the database's info (GET /DB)
     reads DB ID [REV]               every kind of read of one document, and what each answered
 
-Environment: COUCHDB_URL (the Service), COUCHDB_CA_FILE, COUCHDB_ADMIN_USER/_PASSWORD.
+Environment: COUCHDB_URL (the Service), COUCHDB_CA_FILE, COUCHDB_ADMIN_USER/_PASSWORD,
+PROBE_WAIT (seconds to wait, first, for CouchDB to be reachable: see wait_reachable).
 """
 
 import json
@@ -163,8 +164,28 @@ def info(db: str) -> None:
     emit({"db": session.get(f"{URL}/{db}", timeout=30).json()})
 
 
+def wait_reachable(url: str, seconds: float) -> None:
+    """A new pod's first connections can be refused until the NetworkPolicy enforcer has
+    added its address to the sets the policies allow (kube-router: a few seconds): retry
+    until `url` answers anything over HTTPS, or `seconds` have passed (then the command runs
+    and reports what it gets)."""
+    start = time.monotonic()
+    while True:
+        try:
+            session.get(f"{url}/_up", auth=None, timeout=5)
+        except requests.RequestException as exc:
+            if time.monotonic() - start > seconds:
+                print(f"not reachable after {seconds:.0f}s: {str(exc)[:200]}", file=sys.stderr)
+                return
+            time.sleep(1)
+            continue
+        print(f"reachable after {time.monotonic() - start:.1f}s", file=sys.stderr)
+        return
+
+
 def main(argv: list[str]) -> None:
     command, args = argv[0], argv[1:]
+    wait_reachable(args[0] if command == "status" else URL, float(os.environ["PROBE_WAIT"]))
     if command == "status":
         status(args)
     elif command == "write":
