@@ -26,6 +26,21 @@ from couchops.log import logger
 
 JSON = dict[str, Any]
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class _Retry(Retry):
+    """urllib3's retry, plus a 409 answered to a read. Apache CouchDB 3.5 answered
+    `GET /_node/<node>/_nodes/_all_docs` with 409 "Document update conflict" while the nodes
+    of a new cluster were still syncing their node documents (the setup Job on real pods,
+    tests/realpods); a read changes nothing, so reading again is safe. A 409 to a write is a
+    real conflict and is never retried."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code == 409 and method.upper() in {"GET", "HEAD"}:
+            return True
+        return bool(super().is_retry(method, status_code, has_retry_after))
+
+
 # View-style query parameters that CouchDB reads as JSON values.
 _JSON_PARAMS = frozenset(
     {"key", "keys", "startkey", "endkey", "start_key", "end_key", "open_revs", "since"}
@@ -227,7 +242,7 @@ class Couch:
         if credentials:
             self.session.auth = credentials
         self.session.headers.update({"Accept": "application/json"})
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,

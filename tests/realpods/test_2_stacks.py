@@ -110,7 +110,11 @@ def test_the_setup_job_ran_in_the_ops_image(
     ]
     assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
     assert jobs[0]["status"].get("succeeded") == 1, jobs[0]["status"]
-    (pod,) = cluster.pods(ns, **{"job-name": jobs[0]["metadata"]["name"]})
+    attempts = cluster.pods(ns, **{"job-name": jobs[0]["metadata"]["name"]})
+    (pod,) = [p for p in attempts if p["status"].get("phase") == "Succeeded"]
+    for failed in [p for p in attempts if p is not pod]:  # the Job's retries, said
+        name = failed["metadata"]["name"]
+        print(f"[realpods] {ns} setup attempt {name} failed: {cluster.logs(ns, name)[-400:]}")
     (status,) = pod["status"]["containerStatuses"]
     assert status["image"].endswith(OPS_IMAGE.split("/", 1)[1]), status
     assert status["state"]["terminated"]["exitCode"] == 0, status
