@@ -403,6 +403,19 @@ def deployed(project: Project, cluster: Cluster) -> Project:
 # programs run in the cluster
 
 
+def outcome(logs: str) -> dict[str, Any]:
+    """The result line couchops prints on stdout (`{"operation": ..., "ok": ...}`), found among
+    its log lines on stderr: the kubelet's log interleaves both streams in no fixed order."""
+    results: list[dict[str, Any]] = []
+    for line in logs.splitlines():
+        if line.startswith("{") and '"ok"' in line:
+            entry = json.loads(line)
+            if "ok" in entry and "event" not in entry:
+                results.append(entry)
+    assert results, f"no couchops result line in:\n{logs[-3000:]}"
+    return results[-1]
+
+
 def probe_spec(
     namespace: str, *args: str, image: str = OPS_IMAGE, wait_seconds: float = 90
 ) -> dict[str, Any]:

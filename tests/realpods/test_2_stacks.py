@@ -21,6 +21,7 @@ from tests.realpods.conftest import (
     WEB_IMAGE,
     Cluster,
     Project,
+    outcome,
     probe,
     stack_config,
 )
@@ -123,8 +124,7 @@ def test_the_setup_job_ran_in_the_ops_image(
         # a kept cluster whose node containers were recreated since: the log files went with them
         print(f"[realpods] the setup pod's log is gone with its node: {logs[:200]}")
     else:
-        last = logs.splitlines()[-1]
-        assert json.loads(last)["ok"] is True, last
+        assert outcome(logs)["ok"] is True, logs[-2000:]
     _, result = probe(cluster, ns, "info", DATABASE)
     assert result is not None
     assert result["db"]["props"].get("partitioned") is True, result
@@ -259,7 +259,7 @@ def test_the_purge_cronjob_removes_a_document_older_than_the_retention(
     status = cluster.wait_job(ns, job, timeout=600)
     logs = cluster.job_logs(ns, job)
     assert status.get("succeeded") == 1, logs[-3000:]
-    summary = json.loads(logs.strip().splitlines()[-1])
+    summary = outcome(logs)
     assert summary["ok"] is True, summary
 
     _, after = probe(cluster, ns, "reads", DATABASE, old, put["rev"])
@@ -286,7 +286,7 @@ def test_the_backup_cronjob_writes_a_backup_the_verify_cronjob_verifies(
     status = cluster.wait_job(ns, backup, timeout=900)
     logs = cluster.job_logs(ns, backup)
     assert status.get("succeeded") == 1, logs[-3000:]
-    made = json.loads(logs.strip().splitlines()[-1])
+    made = outcome(logs)
     assert made["ok"] is True, made
 
     verify = cluster.trigger_cronjob(ns, "couchops-backup-verify")
@@ -295,4 +295,4 @@ def test_the_backup_cronjob_writes_a_backup_the_verify_cronjob_verifies(
     assert status.get("succeeded") == 1, logs[-3000:]
     summaries = [line for line in logs.splitlines() if "verify.summary" in line]
     assert summaries, logs[-3000:]
-    assert json.loads(logs.strip().splitlines()[-1])["ok"] is True
+    assert outcome(logs)["ok"] is True, logs[-2000:]
