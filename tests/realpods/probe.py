@@ -185,7 +185,10 @@ def wait_reachable(url: str, seconds: float) -> None:
 
 def main(argv: list[str]) -> None:
     command, args = argv[0], argv[1:]
-    wait_reachable(args[0] if command == "status" else URL, float(os.environ["PROBE_WAIT"]))
+    # status asks every node: each must have had its chance (a CouchDB pod just restarted is
+    # Ready for its kubelet, on its node, a few seconds before the enforcer lets clients in)
+    for url in args if command == "status" else [URL]:
+        wait_reachable(url, float(os.environ["PROBE_WAIT"]))
     if command == "status":
         status(args)
     elif command == "write":
