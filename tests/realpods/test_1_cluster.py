@@ -100,16 +100,24 @@ class Echo(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("", 8080), Echo).serve_forever()
 """
 
+# Each address is tried for up to 30 s: a server pod is Ready before every node's kube-proxy
+# has its endpoint (a Service without one refuses the connection).
 CLIENT = """
-import json, socket, sys, urllib.request
+import json, socket, sys, time, urllib.request
 out = {"dns": {}, "http": {}}
 for name in sys.argv[1:]:
     host = name.split("/")[2].split(":")[0]
-    try:
-        out["dns"][host] = socket.gethostbyname(host)
-        out["http"][name] = urllib.request.urlopen(name, timeout=10).read().decode()
-    except OSError as exc:
-        out["http"][name] = f"error: {exc}"
+    start = time.monotonic()
+    while True:
+        try:
+            out["dns"][host] = socket.gethostbyname(host)
+            out["http"][name] = urllib.request.urlopen(name, timeout=10).read().decode()
+            break
+        except OSError as exc:
+            out["http"][name] = f"error: {exc}"
+            if "HTTP Error" in str(exc) or time.monotonic() - start > 30:
+                break
+            time.sleep(1)
 print(json.dumps(out))
 """
 
